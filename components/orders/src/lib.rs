@@ -1,0 +1,192 @@
+//! The orders service: `{id, user_id, status}` records under /orders, with
+//! the status moving only from `pending` to `completed` or `cancelled`.
+
+use berth_sdk::http::{self, Result};
+use berth_sdk::store::Collection;
+use berth_sdk::{Handler, Level, Request, Response, log};
+use serde::{Deserialize, Serialize};
+
+const ORDERS: Collection = Collection::new("order");
+
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+enum Status {
+    Pending,
+    Completed,
+    Cancelled,
+}
+
+impl Status {
+    fn parse(raw: &str) -> Result<Status> {
+        match raw {
+            "pending" => Ok(Status::Pending),
+            "completed" => Ok(Status::Completed),
+            "cancelled" => Ok(Status::Cancelled),
+            other => Err(http::error(
+                400,
+                &format!("unknown status `{other}`: expected pending, completed or cancelled"),
+            )),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Completed => "completed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Order {
+    id: u64,
+    user_id: u64,
+    status: Status,
+}
+
+/// The body of POST /orders and PATCH /orders/{id}. `status` is read as a
+/// string so an unknown value gets a message naming the allowed ones.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderInput {
+    id: Option<u64>,
+    user_id: Option<u64>,
+    status: Option<String>,
+}
+
+impl OrderInput {
+    fn status(&self) -> Result<Option<Status>> {
+        self.status.as_deref().map(Status::parse).transpose()
+    }
+}
+
+struct Orders;
+
+impl Handler for Orders {
+    fn handle(request: Request) -> Response {
+        route(&request).unwrap_or_else(|response| response)
+    }
+}
+
+berth_sdk::export!(Orders);
+
+fn route(request: &Request) -> Result<Response> {
+    ORDERS.seed(&[
+        (1, Order { id: 1, user_id: 1, status: Status::Pending }),
+        (2, Order { id: 2, user_id: 2, status: Status::Completed }),
+    ])?;
+    let method = request.method.as_str();
+    match request.segments().as_slice() {
+        ["orders"] | ["orders", ""] => match method {
+            "GET" => list(request),
+            "POST" => create(request),
+            _ => Ok(http::method_not_allowed(method, &["GET", "POST"])),
+        },
+        ["orders", id] => {
+            let id = http::parse_id("order", id)?;
+            match method {
+                "GET" => get(id),
+                "PATCH" => patch(id, request),
+                "DELETE" => delete(id),
+                _ => Ok(http::method_not_allowed(method, &["GET", "PATCH", "DELETE"])),
+            }
+        }
+        _ => Ok(http::error(404, &format!("no such resource: {}", request.path))),
+    }
+}
+
+fn list(request: &Request) -> Result<Response> {
+    let user_filter = match request.query_param("user_id") {
+        None => None,
+        Some(raw) => Some(http::parse_id("user", raw)?),
+    };
+    let orders: Vec<Order> = ORDERS.all()?;
+    let orders: Vec<&Order> = orders
+        .iter()
+        .filter(|o| user_filter.is_none_or(|uid| o.user_id == uid))
+        .collect();
+    Ok(http::json(200, &orders))
+}
+
+fn get(id: u64) -> Result<Response> {
+    match ORDERS.get::<Order>(id)? {
+        Some((order, _)) => Ok(http::json(200, &order)),
+        None => Err(not_found(id)),
+    }
+}
+
+fn create(request: &Request) -> Result<Response> {
+    let input: OrderInput = request.json()?;
+    let user_id = match input.user_id {
+        None => return Err(http::error(400, "missing field `user_id`")),
+        Some(0) => return Err(http::error(400, "field `user_id` must be a positive integer")),
+        Some(uid) => uid,
+    };
+    let status = input.status()?.unwrap_or(Status::Pending);
+    let order = match input.id {
+        Some(0) => return Err(http::error(400, "field `id` must be a positive integer")),
+        Some(id) => {
+            let order = Order { id, user_id, status };
+            if !ORDERS.insert(id, &order)? {
+                return Err(http::error(409, &format!("order {id} already exists")));
+            }
+            order
+        }
+        None => ORDERS.create(|id| Order { id, user_id, status })?,
+    };
+    log(Level::Info, &format!("created order {} for user {user_id}", order.id));
+    let location = format!("/orders/{}", order.id);
+    Ok(http::with_header(http::json(201, &order), "location", &location))
+}
+
+fn patch(id: u64, request: &Request) -> Result<Response> {
+    let input: OrderInput = request.json()?;
+    if input.id.is_some_and(|body_id| body_id != id) {
+        return Err(http::error(400, &format!("body id does not match the path id {id}")));
+    }
+    if input.user_id == Some(0) {
+        return Err(http::error(400, "field `user_id` must be a positive integer"));
+    }
+    let status = input.status()?;
+    if status.is_none() && input.user_id.is_none() {
+        return Err(http::error(400, "nothing to change: give `status` or `user_id`"));
+    }
+    let Some((mut order, previous)) = ORDERS.get::<Order>(id)? else {
+        return Err(not_found(id));
+    };
+    if let Some(next) = status {
+        if next != order.status {
+            if order.status != Status::Pending {
+                return Err(http::error(
+                    409,
+                    &format!(
+                        "order {id} is {} and can no longer change to {}",
+                        order.status.name(),
+                        next.name()
+                    ),
+                ));
+            }
+            order.status = next;
+        }
+    }
+    if let Some(uid) = input.user_id {
+        order.user_id = uid;
+    }
+    if !ORDERS.replace(id, &previous, &order)? {
+        return Err(http::error(409, &format!("order {id} was changed concurrently; retry")));
+    }
+    Ok(http::json(200, &order))
+}
+
+fn delete(id: u64) -> Result<Response> {
+    if ORDERS.delete(id)? {
+        Ok(http::no_content())
+    } else {
+        Err(not_found(id))
+    }
+}
+
+fn not_found(id: u64) -> Response {
+    http::error(404, &format!("order {id} does not exist"))
+}

@@ -1,0 +1,128 @@
+//! The users service: `{id, name}` records under /users, stored in the
+//! component's key-value namespace and seeded with the original's John and Jane.
+
+use berth_sdk::http::{self, Result};
+use berth_sdk::store::Collection;
+use berth_sdk::{Handler, Level, Request, Response, log};
+use serde::{Deserialize, Serialize};
+
+const USERS: Collection = Collection::new("user");
+
+#[derive(Serialize, Deserialize)]
+struct User {
+    id: u64,
+    name: String,
+}
+
+/// The body of POST /users and PUT /users/{id}.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserInput {
+    id: Option<u64>,
+    name: Option<String>,
+}
+
+impl UserInput {
+    fn name(&self) -> Result<String> {
+        match self.name.as_deref().map(str::trim) {
+            None => Err(http::error(400, "missing field `name`")),
+            Some("") => Err(http::error(400, "field `name` must not be empty")),
+            Some(name) => Ok(name.to_string()),
+        }
+    }
+}
+
+struct Users;
+
+impl Handler for Users {
+    fn handle(request: Request) -> Response {
+        route(&request).unwrap_or_else(|response| response)
+    }
+}
+
+berth_sdk::export!(Users);
+
+fn route(request: &Request) -> Result<Response> {
+    USERS.seed(&[
+        (1, User { id: 1, name: "John".into() }),
+        (2, User { id: 2, name: "Jane".into() }),
+    ])?;
+    let method = request.method.as_str();
+    match request.segments().as_slice() {
+        ["users"] | ["users", ""] => match method {
+            "GET" => list(),
+            "POST" => create(request),
+            _ => Ok(http::method_not_allowed(method, &["GET", "POST"])),
+        },
+        ["users", id] => {
+            let id = http::parse_id("user", id)?;
+            match method {
+                "GET" => get(id),
+                "PUT" => update(id, request),
+                "DELETE" => delete(id),
+                _ => Ok(http::method_not_allowed(method, &["GET", "PUT", "DELETE"])),
+            }
+        }
+        _ => Ok(http::error(404, &format!("no such resource: {}", request.path))),
+    }
+}
+
+fn list() -> Result<Response> {
+    let users: Vec<User> = USERS.all()?;
+    Ok(http::json(200, &users))
+}
+
+fn get(id: u64) -> Result<Response> {
+    match USERS.get::<User>(id)? {
+        Some((user, _)) => Ok(http::json(200, &user)),
+        None => Err(not_found(id)),
+    }
+}
+
+fn create(request: &Request) -> Result<Response> {
+    let input: UserInput = request.json()?;
+    let name = input.name()?;
+    let user = match input.id {
+        Some(0) => return Err(http::error(400, "field `id` must be a positive integer")),
+        Some(id) => {
+            let user = User { id, name };
+            if !USERS.insert(id, &user)? {
+                return Err(http::error(409, &format!("user {id} already exists")));
+            }
+            user
+        }
+        None => USERS.create(|id| User { id, name: name.clone() })?,
+    };
+    log(Level::Info, &format!("created user {}", user.id));
+    let location = format!("/users/{}", user.id);
+    Ok(http::with_header(http::json(201, &user), "location", &location))
+}
+
+fn update(id: u64, request: &Request) -> Result<Response> {
+    let input: UserInput = request.json()?;
+    if input.id.is_some_and(|body_id| body_id != id) {
+        return Err(http::error(400, &format!("body id does not match the path id {id}")));
+    }
+    let name = input.name()?;
+    let Some((_, previous)) = USERS.get::<User>(id)? else {
+        return Err(not_found(id));
+    };
+    let user = User { id, name };
+    if !USERS.replace(id, &previous, &user)? {
+        return Err(http::error(409, &format!("user {id} was changed concurrently; retry")));
+    }
+    Ok(http::json(200, &user))
+}
+
+fn delete(id: u64) -> Result<Response> {
+    if USERS.delete(id)? {
+        log(Level::Info, &format!("deleted user {id}"));
+        Ok(http::no_content())
+    } else {
+        Err(not_found(id))
+    }
+}
+
+fn not_found(id: u64) -> Response {
+    http::error(404, &format!("user {id} does not exist"))
+}

@@ -1,0 +1,54 @@
+//! Builds the guest workspace (`components/`) for wasm32-wasip2 and copies
+//! the users and orders components into OUT_DIR, where `builtin.rs` embeds
+//! them. The guests get their own target directory, so the host's build
+//! graph never compiles them for the host target.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "wasm32-wasip2";
+const COMPONENTS: &[&str] = &["users", "orders"];
+
+fn main() {
+    let root = PathBuf::from(env("CARGO_MANIFEST_DIR")).join("..");
+    let guests = root.join("components");
+    for watched in ["wit", "components/sdk", "components/users", "components/orders", "components/Cargo.toml"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    let out_dir = PathBuf::from(env("OUT_DIR"));
+    let target_dir = out_dir.join("guest-target");
+    build_guests(&guests.join("Cargo.toml"), &target_dir);
+    for name in COMPONENTS {
+        let built = target_dir.join(TARGET).join("release").join(format!("{name}.wasm"));
+        let dest = out_dir.join(format!("{name}.wasm"));
+        std::fs::copy(&built, &dest)
+            .unwrap_or_else(|e| panic!("copying {} to {}: {e}", built.display(), dest.display()));
+    }
+}
+
+fn build_guests(manifest: &Path, target_dir: &Path) {
+    let cargo = env("CARGO");
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--release", "--locked", "--target", TARGET])
+        .arg("--manifest-path")
+        .arg(manifest)
+        .arg("--target-dir")
+        .arg(target_dir);
+    // Flags meant for the host build must not leak into the guest build.
+    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER", "CARGO_PRIMARY_PACKAGE"] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo to build the guest components: {e}"));
+    if !status.success() {
+        panic!(
+            "building the guest components in {} failed (see above). If the `{TARGET}` target is missing, run `rustup target add {TARGET}` or `rustup toolchain install` in the repository root",
+            manifest.display()
+        );
+    }
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("cargo sets {name} for build scripts"))
+}

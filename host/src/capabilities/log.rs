@@ -1,0 +1,42 @@
+//! `berth:service/log`: component log lines go to the host's tracing output,
+//! tagged with the component's name so no component can pose as another.
+
+use crate::bindings::berth::service::log::{Host, Level};
+use crate::runtime::Invocation;
+
+/// Longest log message kept, in bytes; longer ones are cut at a char boundary.
+const MAX_MESSAGE: usize = 8 * 1024;
+
+impl Host for Invocation {
+    fn log(&mut self, level: Level, message: String) {
+        let message = truncate(&message, MAX_MESSAGE);
+        let component = &*self.component;
+        match level {
+            Level::Trace => tracing::trace!(target: "component", component, "{message}"),
+            Level::Debug => tracing::debug!(target: "component", component, "{message}"),
+            Level::Info => tracing::info!(target: "component", component, "{message}"),
+            Level::Warn => tracing::warn!(target: "component", component, "{message}"),
+            Level::Error => tracing::error!(target: "component", component, "{message}"),
+        }
+        if let Some(sink) = &self.log_sink {
+            sink.record(&self.component, level, message);
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Somewhere besides tracing that wants a component's log lines, such as a
+/// test harness asserting on them.
+pub trait LogSink: Send + Sync {
+    fn record(&self, component: &str, level: Level, message: &str);
+}

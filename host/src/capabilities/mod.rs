@@ -1,0 +1,11 @@
+//! The host side of each WIT import, one file per interface. Every function
+//! here runs on behalf of exactly one component: the [`Invocation`] in the
+//! store says which, and its name scopes everything the import can reach.
+//!
+//! [`Invocation`]: crate::runtime::Invocation
+
+pub mod kv;
+pub mod log;
+
+/// `berth:service/types` holds only records, so there is nothing to implement.
+impl crate::bindings::berth::service::types::Host for crate::runtime::Invocation {}

@@ -1,0 +1,14 @@
+//! Berth runs microservices as sandboxed WebAssembly components: it loads
+//! the components a manifest names, routes HTTP requests to them, and gives
+//! each a private, durable key-value namespace. See ARCHITECTURE.md.
+
+pub mod app;
+pub mod bindings;
+pub mod builtin;
+pub mod capabilities;
+pub mod dispatch;
+pub mod manifest;
+pub mod router;
+pub mod runtime;
+pub mod server;
+pub mod store;

@@ -1,0 +1,314 @@
+//! The manifest: which components to serve, where their wasm is, which route
+//! prefixes they own and their limits. Parsing is pure ([`Manifest::from_str`]);
+//! [`Manifest::from_file`] only adds reading the file and resolving paths.
+//!
+//! ```toml
+//! [components.users]
+//! wasm = "target/wasm32-wasip2/release/users.wasm"  # relative to this file
+//! routes = ["/users"]
+//! timeout_ms = 5000
+//! max_memory_mb = 32
+//! ```
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Paths the host answers itself; no component may claim them.
+pub const RESERVED_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
+
+/// The manifest `berth serve` uses when given none: the built-in services.
+pub const DEFAULT_MANIFEST: &str = r#"
+[components.users]
+wasm = "builtin:users"
+routes = ["/users"]
+
+[components.orders]
+wasm = "builtin:orders"
+routes = ["/orders"]
+"#;
+
+const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+const MAX_TIMEOUT_MS: u64 = 600_000;
+const DEFAULT_MEMORY_MB: u64 = 32;
+const MAX_MEMORY_MB: u64 = 4096;
+
+/// A parsed, validated manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// Components by name, in name order.
+    pub components: BTreeMap<String, ComponentSpec>,
+}
+
+/// One component as the manifest describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentSpec {
+    pub wasm: WasmSource,
+    pub routes: Vec<String>,
+    pub timeout: Duration,
+    pub max_memory_bytes: usize,
+}
+
+/// Where a component's code comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WasmSource {
+    /// A component compiled into the `berth` binary, such as `builtin:users`.
+    Builtin(String),
+    /// A `.wasm` file; relative paths are resolved against the manifest's folder.
+    File(PathBuf),
+}
+
+/// The manifest file as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    /// `[components.NAME]` tables.
+    #[serde(default)]
+    components: BTreeMap<String, RawComponent>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawComponent {
+    /// Path to the component's wasm file, or `builtin:NAME`.
+    wasm: String,
+    /// Path prefixes this component serves, such as `["/users"]`.
+    routes: Vec<String>,
+    /// Milliseconds the component may run per request before it gets a 504.
+    timeout_ms: Option<u64>,
+    /// Largest linear memory of one instance, in MiB.
+    max_memory_mb: Option<u64>,
+}
+
+impl Manifest {
+    /// Parse and validate manifest text. Relative wasm paths stay relative.
+    pub fn from_str(text: &str) -> anyhow::Result<Manifest> {
+        let raw: RawManifest = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+        if raw.components.is_empty() {
+            bail!("the manifest declares no components; add a [components.NAME] table");
+        }
+        let mut owners: BTreeMap<String, String> = BTreeMap::new();
+        let mut components = BTreeMap::new();
+        for (name, raw) in raw.components {
+            check_name(&name)?;
+            if raw.routes.is_empty() {
+                bail!("component `{name}` has no routes; give it at least one, such as [\"/{name}\"]");
+            }
+            for route in &raw.routes {
+                check_route(&name, route)?;
+                if let Some(other) = owners.insert(route.clone(), name.clone()) {
+                    bail!("route `{route}` is claimed by both `{other}` and `{name}`");
+                }
+            }
+            let timeout_ms = raw.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+            if !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
+                bail!("component `{name}`: timeout_ms must be between 1 and {MAX_TIMEOUT_MS}, got {timeout_ms}");
+            }
+            let memory_mb = raw.max_memory_mb.unwrap_or(DEFAULT_MEMORY_MB);
+            if !(1..=MAX_MEMORY_MB).contains(&memory_mb) {
+                bail!("component `{name}`: max_memory_mb must be between 1 and {MAX_MEMORY_MB}, got {memory_mb}");
+            }
+            let wasm = match raw.wasm.strip_prefix("builtin:") {
+                Some(builtin) => WasmSource::Builtin(builtin.to_string()),
+                None if raw.wasm.is_empty() => bail!("component `{name}`: `wasm` must not be empty"),
+                None => WasmSource::File(PathBuf::from(raw.wasm)),
+            };
+            let spec = ComponentSpec {
+                wasm,
+                routes: raw.routes,
+                timeout: Duration::from_millis(timeout_ms),
+                max_memory_bytes: usize::try_from(memory_mb * 1024 * 1024).unwrap_or(usize::MAX),
+            };
+            components.insert(name, spec);
+        }
+        Ok(Manifest { components })
+    }
+
+    /// Read, parse and validate a manifest file, resolving wasm paths
+    /// against the folder that holds it.
+    pub fn from_file(path: &Path) -> anyhow::Result<Manifest> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading manifest {}", path.display()))?;
+        let mut manifest =
+            Manifest::from_str(&text).with_context(|| format!("invalid manifest {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for spec in manifest.components.values_mut() {
+            if let WasmSource::File(file) = &mut spec.wasm {
+                *file = base.join(&*file);
+            }
+        }
+        Ok(manifest)
+    }
+
+    /// The manifest of the built-in users and orders services.
+    pub fn builtin() -> Manifest {
+        Manifest::from_str(DEFAULT_MANIFEST).expect("the built-in manifest is valid")
+    }
+}
+
+fn check_name(name: &str) -> anyhow::Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !valid {
+        bail!(
+            "component name `{name}` is invalid: use 1 to 64 lower-case letters, digits and dashes, starting with a letter"
+        );
+    }
+    Ok(())
+}
+
+fn check_route(name: &str, route: &str) -> anyhow::Result<()> {
+    let valid_chars = route
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/-._~".contains(c));
+    if !route.starts_with('/') || !valid_chars || route.contains("//") || (route.len() > 1 && route.ends_with('/')) {
+        bail!(
+            "component `{name}`: route `{route}` is invalid: it must start with `/`, not end with `/`, and use only letters, digits and `-._~` between single slashes"
+        );
+    }
+    for reserved in RESERVED_PATHS {
+        if crate::router::covers(reserved, route) {
+            bail!("component `{name}`: route `{route}` overlaps `{reserved}`, which the host reserves");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parse `text`, expecting an error with exactly `expected` as its message.
+    fn check_err(text: &str, expected: &str) {
+        match Manifest::from_str(text) {
+            Ok(m) => panic!("accepted {text:?} as {m:?}"),
+            Err(e) => assert_eq!(format!("{e:#}"), expected, "for manifest {text:?}"),
+        }
+    }
+
+    fn component(name: &str, routes: &str) -> String {
+        format!("[components.{name}]\nwasm = \"{name}.wasm\"\nroutes = {routes}\n")
+    }
+
+    #[test]
+    fn builtin_manifest_parses() {
+        let m = Manifest::builtin();
+        assert_eq!(m.components.len(), 2);
+        let users = &m.components["users"];
+        assert_eq!(users.wasm, WasmSource::Builtin("users".into()));
+        assert_eq!(users.routes, vec!["/users"]);
+        assert_eq!(users.timeout, Duration::from_millis(DEFAULT_TIMEOUT_MS));
+        assert_eq!(users.max_memory_bytes, 32 * 1024 * 1024);
+    }
+
+    #[test]
+    fn limits_are_read() {
+        let m = Manifest::from_str(
+            "[components.a]\nwasm = \"a.wasm\"\nroutes = [\"/a\", \"/b/c\"]\ntimeout_ms = 250\nmax_memory_mb = 8\n",
+        )
+        .unwrap();
+        let a = &m.components["a"];
+        assert_eq!(a.wasm, WasmSource::File("a.wasm".into()));
+        assert_eq!(a.timeout, Duration::from_millis(250));
+        assert_eq!(a.max_memory_bytes, 8 * 1024 * 1024);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        check_err(
+            "[components.a]\nwasm = \"a.wasm\"\nroutes = [\"/a\"]\nroute = \"/b\"\n",
+            "unknown field `route`, expected one of `wasm`, `routes`, `timeout_ms`, `max_memory_mb`",
+        );
+        check_err("colour = 1\n", "unknown field `colour`, expected `components`");
+    }
+
+    #[test]
+    fn missing_fields_are_named() {
+        check_err("[components.a]\nroutes = [\"/a\"]\n", "missing field `wasm`");
+        check_err("[components.a]\nwasm = \"a.wasm\"\n", "missing field `routes`");
+    }
+
+    #[test]
+    fn empty_manifest_is_rejected() {
+        check_err("", "the manifest declares no components; add a [components.NAME] table");
+    }
+
+    #[test]
+    fn bad_names_are_rejected() {
+        check_err(
+            &component("Users", "[\"/u\"]"),
+            "component name `Users` is invalid: use 1 to 64 lower-case letters, digits and dashes, starting with a letter",
+        );
+        check_err(
+            &component("\"1x\"", "[\"/u\"]"),
+            "component name `1x` is invalid: use 1 to 64 lower-case letters, digits and dashes, starting with a letter",
+        );
+    }
+
+    #[test]
+    fn bad_routes_are_rejected() {
+        let invalid = |route: &str| {
+            format!(
+                "component `a`: route `{route}` is invalid: it must start with `/`, not end with `/`, and use only letters, digits and `-._~` between single slashes"
+            )
+        };
+        for route in ["users", "/users/", "/a//b", "/a?b", "/a b", ""] {
+            check_err(&component("a", &format!("[{route:?}]")), &invalid(route));
+        }
+        check_err(
+            &component("a", "[]"),
+            "component `a` has no routes; give it at least one, such as [\"/a\"]",
+        );
+    }
+
+    #[test]
+    fn reserved_paths_cannot_be_claimed() {
+        check_err(
+            &component("a", "[\"/healthz\"]"),
+            "component `a`: route `/healthz` overlaps `/healthz`, which the host reserves",
+        );
+        check_err(
+            &component("a", "[\"/metrics/x\"]"),
+            "component `a`: route `/metrics/x` overlaps `/metrics`, which the host reserves",
+        );
+        assert!(Manifest::from_str(&component("a", "[\"/\"]")).is_ok(), "`/` may catch the rest");
+        assert!(Manifest::from_str(&component("a", "[\"/healthzone\"]")).is_ok());
+    }
+
+    #[test]
+    fn duplicate_routes_are_rejected() {
+        let text = format!("{}{}", component("a", "[\"/x\"]"), component("b", "[\"/y\", \"/x\"]"));
+        check_err(&text, "route `/x` is claimed by both `a` and `b`");
+    }
+
+    #[test]
+    fn limits_are_range_checked() {
+        check_err(
+            &format!("{}timeout_ms = 0\n", component("a", "[\"/a\"]")),
+            "component `a`: timeout_ms must be between 1 and 600000, got 0",
+        );
+        check_err(
+            &format!("{}max_memory_mb = 5000\n", component("a", "[\"/a\"]")),
+            "component `a`: max_memory_mb must be between 1 and 4096, got 5000",
+        );
+    }
+
+    #[test]
+    fn builtin_wasm_is_recognised() {
+        let m = Manifest::from_str("[components.a]\nwasm = \"builtin:users\"\nroutes = [\"/a\"]\n").unwrap();
+        assert_eq!(m.components["a"].wasm, WasmSource::Builtin("users".into()));
+    }
+
+    #[test]
+    fn from_file_resolves_paths_against_the_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.toml");
+        std::fs::write(&path, component("a", "[\"/a\"]")).unwrap();
+        let m = Manifest::from_file(&path).unwrap();
+        assert_eq!(m.components["a"].wasm, WasmSource::File(dir.path().join("a.wasm")));
+    }
+}

@@ -1,0 +1,231 @@
+//! The wasmtime side: one [`Engine`] with the pooling allocator and epoch
+//! interruption, components compiled and pre-instantiated once at load, and
+//! a fresh [`Store`] and instance for every call so no request can see
+//! another's memory. Nothing compiles on the request path.
+
+use crate::bindings::{Request, Response, Service, ServicePre};
+use crate::capabilities::kv::KvTxn;
+use crate::capabilities::log::LogSink;
+use crate::store::{Store as KvStore, WriteBatch};
+use anyhow::{Context as _, anyhow};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder, Trap,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// How often the epoch advances; deadlines are whole multiples of it.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Engine-wide settings, fixed for the life of the process.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Instances that may exist at once; a request beyond this gets 503.
+    pub max_instances: u32,
+    /// The largest linear memory any component may be given.
+    pub max_memory_bytes: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_instances: 256,
+            max_memory_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Per-component limits applied to each call.
+#[derive(Debug, Clone)]
+pub struct CallLimits {
+    /// Wall-clock budget for the guest's own execution.
+    pub timeout: Duration,
+    /// Linear memory cap per instance.
+    pub max_memory_bytes: usize,
+}
+
+/// The compiler and instance pool shared by every component.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    linker: Arc<Linker<Invocation>>,
+    /// Stops the epoch thread when the last clone is dropped.
+    _ticker: Arc<EpochTicker>,
+}
+
+impl Runtime {
+    pub fn new(config: &EngineConfig) -> anyhow::Result<Runtime> {
+        let mut pool = PoolingAllocationConfig::new();
+        let n = config.max_instances;
+        // A component instance holds a few core instances (the guest plus
+        // small shims), each with at most one memory and table.
+        pool.total_component_instances(n)
+            .total_core_instances(n * 8)
+            .total_memories(n * 2)
+            .total_tables(n * 4)
+            .max_memory_size(config.max_memory_bytes)
+            // Keep the first pages of each slot mapped and reset them in
+            // place; pagemap scanning finds the dirty ones so a reused slot
+            // costs only what the last request touched.
+            .linear_memory_keep_resident(1024 * 1024)
+            .table_keep_resident(64 * 1024)
+            .pagemap_scan(wasmtime::Enabled::Auto);
+        let mut cfg = Config::new();
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .epoch_interruption(true);
+        let engine = Engine::new(&cfg).map_err(|e| anyhow!("{e:?}")).context("creating the wasm engine")?;
+        let mut linker = Linker::new(&engine);
+        // Rust's std for wasm32-wasip2 imports WASI even if it never uses it;
+        // the context each call gets grants nothing beyond clocks and random.
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow!("{e:?}"))?;
+        Service::add_to_linker::<_, wasmtime::component::HasSelf<Invocation>>(&mut linker, |s| s)
+            .map_err(|e| anyhow!("{e:?}"))?;
+        let ticker = EpochTicker::start(engine.clone())?;
+        Ok(Runtime {
+            engine,
+            linker: Arc::new(linker),
+            _ticker: Arc::new(ticker),
+        })
+    }
+
+    /// Compile `wasm` and check that it implements the `service` world.
+    pub fn load(&self, name: &str, wasm: &[u8], limits: CallLimits) -> anyhow::Result<LoadedComponent> {
+        let component = Component::new(&self.engine, wasm)
+            .map_err(|e| anyhow!("{e:?}"))
+            .with_context(|| format!("component `{name}` is not a valid WebAssembly component"))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| anyhow!("{e:#}"))
+            .with_context(|| format!("component `{name}` needs imports Berth does not provide"))?;
+        let pre = ServicePre::new(pre)
+            .map_err(|e| anyhow!("{e:#}"))
+            .with_context(|| {
+                format!("component `{name}` does not export `berth:service/handler` as the `service` world defines it")
+            })?;
+        Ok(LoadedComponent {
+            name: name.into(),
+            engine: self.engine.clone(),
+            pre,
+            limits,
+        })
+    }
+}
+
+/// A compiled, linked component ready to instantiate.
+pub struct LoadedComponent {
+    name: Arc<str>,
+    engine: Engine,
+    pre: ServicePre<Invocation>,
+    limits: CallLimits,
+}
+
+/// Why a call produced no response.
+#[derive(Debug)]
+pub enum CallError {
+    /// The guest ran past its deadline and was stopped.
+    Timeout(Duration),
+    /// The guest trapped (a panic, an out-of-bounds access, a failed grow...),
+    /// or could not be instantiated. The text holds the wasm backtrace.
+    Trap(String),
+}
+
+/// The store data of one call: which component is running and what it may reach.
+pub struct Invocation {
+    pub(crate) component: Arc<str>,
+    pub(crate) kv: KvTxn,
+    pub(crate) log_sink: Option<Arc<dyn LogSink>>,
+    limits: StoreLimits,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for Invocation {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl LoadedComponent {
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// Run the handler in a fresh instance. On success, returns the response
+    /// and the writes to commit before sending it.
+    pub fn call(
+        &self,
+        store: Arc<dyn KvStore>,
+        log_sink: Option<Arc<dyn LogSink>>,
+        request: &Request,
+    ) -> Result<(Response, WriteBatch), CallError> {
+        let invocation = Invocation {
+            component: self.name.clone(),
+            kv: KvTxn::new(store, self.name.clone()),
+            log_sink,
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.max_memory_bytes)
+                .instances(16)
+                .build(),
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+        };
+        let mut wasm_store = Store::new(&self.engine, invocation);
+        wasm_store.limiter(|s| &mut s.limits);
+        let ticks = self.limits.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1);
+        wasm_store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        let instance: Service = self
+            .pre
+            .instantiate(&mut wasm_store)
+            .map_err(|e| self.classify(e))?;
+        let response = instance
+            .berth_service_handler()
+            .call_handle(&mut wasm_store, request)
+            .map_err(|e| self.classify(e))?;
+        let batch = wasm_store.into_data().kv.into_batch();
+        Ok((response, batch))
+    }
+
+    fn classify(&self, e: wasmtime::Error) -> CallError {
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => CallError::Timeout(self.limits.timeout),
+            Some(_) => CallError::Trap(format!("{e:?}")),
+            None => CallError::Trap(format!("{e:?}")),
+        }
+    }
+}
+
+/// A thread that advances the engine's epoch every [`EPOCH_TICK`].
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> anyhow::Result<EpochTicker> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("berth-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .context("starting the epoch thread")?;
+        Ok(EpochTicker { stop })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,259 @@
+//! The HTTP front: accept connections on an already-bound listener, turn
+//! each request into a component call, enforce the host-wide limits, and
+//! drain in-flight requests on shutdown.
+
+use crate::app::App;
+use crate::bindings::{Header, Request as WitRequest, Response as WitResponse};
+use crate::dispatch::{self, InvokeError};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Host-wide limits of the HTTP front.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Open connections at once; further ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Requests being handled at once; further ones get 503 at once.
+    pub max_in_flight: usize,
+    /// Largest request body; larger ones get 413 before being read.
+    pub max_body_bytes: usize,
+    /// Largest response body a component may return; larger ones become 500.
+    pub max_response_bytes: usize,
+    /// Time a client has to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_connections: 1024,
+            max_in_flight: 256,
+            max_body_bytes: 1024 * 1024,
+            max_response_bytes: 16 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+type Body = Full<Bytes>;
+
+/// Serve `app` on `listener` until `shutdown` resolves, then stop accepting,
+/// let in-flight requests finish for up to the drain timeout, and return.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let connections = Arc::new(Semaphore::new(config.max_connections));
+    let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
+    let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit?,
+            () = &mut shutdown => break,
+        };
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let config = config.clone();
+        let in_flight = in_flight.clone();
+        let service = service_fn(move |req| {
+            let app = app.clone();
+            let config = config.clone();
+            let in_flight = in_flight.clone();
+            async move { Ok::<_, std::convert::Infallible>(handle(&app, &config, &in_flight, req).await) }
+        });
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining in-flight requests");
+    if tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!("drain timeout passed with requests still running; exiting anyway");
+    }
+    Ok(())
+}
+
+async fn handle(app: &App, config: &ServerConfig, in_flight: &Semaphore, req: Request<Incoming>) -> Response<Body> {
+    let Some(component) = app.component_for(req.uri().path()) else {
+        return error(StatusCode::NOT_FOUND, &format!("no service is routed at {}", req.uri().path()));
+    };
+    let Ok(_permit) = in_flight.try_acquire() else {
+        let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "the server is at its request limit; retry shortly");
+        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
+    let request = match read_request(req, config.max_body_bytes).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let name = component.name().clone();
+    match dispatch::invoke(component, &app.store, None, &request).await {
+        Ok(response) => write_response(&name, response, config.max_response_bytes),
+        Err(e) => invoke_error(&name, e),
+    }
+}
+
+/// Buffer the request into the WIT shape, refusing oversized bodies early.
+async fn read_request(req: Request<Incoming>, max_body: usize) -> Result<WitRequest, Response<Body>> {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("request body exceeds the limit of {max_body} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max_body as u64) {
+        return Err(too_large());
+    }
+    let (parts, body) = req.into_parts();
+    let mut headers = Vec::with_capacity(parts.headers.len());
+    for (name, value) in &parts.headers {
+        let Ok(value) = std::str::from_utf8(value.as_bytes()) else {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                &format!("header `{name}` is not valid UTF-8"),
+            ));
+        };
+        headers.push(Header {
+            name: name.as_str().to_string(),
+            value: value.to_string(),
+        });
+    }
+    let body = match Limited::new(body, max_body).collect().await {
+        Ok(collected) => collected.to_bytes().to_vec(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(too_large()),
+        Err(e) => return Err(error(StatusCode::BAD_REQUEST, &format!("could not read the request body: {e}"))),
+    };
+    Ok(WitRequest {
+        method: parts.method.as_str().to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or("").to_string(),
+        headers,
+        body,
+    })
+}
+
+/// Turn the component's answer into HTTP, checking what it returned.
+fn write_response(component: &str, response: WitResponse, max_bytes: usize) -> Response<Body> {
+    let bad = |what: String| {
+        tracing::error!(component, "{what}");
+        error(StatusCode::INTERNAL_SERVER_ERROR, &format!("component `{component}` {what}"))
+    };
+    if response.body.len() > max_bytes {
+        return bad(format!(
+            "returned a {} byte body; the limit is {max_bytes}",
+            response.body.len()
+        ));
+    }
+    let Ok(status) = StatusCode::from_u16(response.status) else {
+        return bad(format!("returned invalid status {}", response.status));
+    };
+    let has_body = !response.body.is_empty();
+    let mut out = Response::new(Full::new(Bytes::from(response.body)));
+    *out.status_mut() = status;
+    for Header { name, value } in response.headers {
+        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) else {
+            return bad(format!("returned an invalid header `{name}`"));
+        };
+        // The host owns framing; a component cannot set it.
+        if is_hop_by_hop(&name) {
+            continue;
+        }
+        out.headers_mut().append(name, value);
+    }
+    if has_body && !out.headers().contains_key(CONTENT_TYPE) {
+        out.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    out
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "content-length" | "transfer-encoding" | "connection" | "keep-alive" | "upgrade" | "te" | "trailer"
+    )
+}
+
+fn invoke_error(component: &str, e: InvokeError) -> Response<Body> {
+    match e {
+        InvokeError::Timeout(limit) => {
+            tracing::warn!(component, "request stopped after {} ms", limit.as_millis());
+            error(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!("component `{component}` did not answer within {} ms", limit.as_millis()),
+            )
+        }
+        InvokeError::Trap(trap) => {
+            tracing::error!(component, "component trapped: {trap}");
+            let first_line = trap.lines().next().unwrap_or("trap");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("component `{component}` failed: {first_line}"),
+            )
+        }
+        InvokeError::Store(e) => {
+            tracing::error!(component, "store failure: {e}");
+            error(StatusCode::SERVICE_UNAVAILABLE, &format!("the store is unavailable: {e}"))
+        }
+        InvokeError::Contention(e) => {
+            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, &format!("too much contention: {e}; retry"));
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+    }
+}
+
+/// A JSON error response: `{"error": message}`.
+pub fn error(status: StatusCode, message: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": message }).to_string();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

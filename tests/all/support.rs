@@ -1,0 +1,208 @@
+//! Test support: start the real `berth` binary on port 0 and talk HTTP/1.1
+//! to it over loopback with a deliberately small client, so tests can also
+//! send what a well-behaved client library would refuse to.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+
+/// How long the binary may take to print its `listening on` line.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running `berth serve`, killed when dropped.
+pub struct Berth {
+    pub addr: SocketAddr,
+    pub child: Child,
+    /// Kept open so the server never gets EPIPE writing to stdout.
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl Berth {
+    /// Serve the built-in components with the store in `data`.
+    pub fn start(data: &Path) -> Berth {
+        Berth::start_with(data, &[])
+    }
+
+    /// Serve with extra command-line arguments.
+    pub fn start_with(data: &Path, args: &[&str]) -> Berth {
+        let mut child = Command::new(BERTH)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning berth");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let (tx, rx) = mpsc::channel();
+        // Read the first line on a thread so a silent server fails the test
+        // after START_TIMEOUT instead of hanging it.
+        let reader = std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = stdout.read_line(&mut line);
+            let _ = tx.send(line);
+            stdout
+        });
+        let line = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("berth printed nothing within {START_TIMEOUT:?}");
+            }
+        };
+        let stdout = reader.join().expect("reader thread");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| {
+                let status = child.wait();
+                panic!("unexpected first line {line:?} from berth (exit: {status:?})")
+            })
+            .parse()
+            .expect("address in the listening line");
+        Berth {
+            addr,
+            child,
+            _stdout: stdout,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        self.request("GET", path, &[], b"")
+    }
+
+    pub fn delete(&self, path: &str) -> Reply {
+        self.request("DELETE", path, &[], b"")
+    }
+
+    /// Send `body` as JSON with the given method.
+    pub fn send_json(&self, method: &str, path: &str, body: &str) -> Reply {
+        self.request(method, path, &[("content-type", "application/json")], body.as_bytes())
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> Reply {
+        self.send_json("POST", path, body)
+    }
+
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n", self.addr);
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+        let mut raw = head.into_bytes();
+        raw.extend_from_slice(body);
+        self.raw(&raw)
+    }
+
+    /// Send raw bytes and parse whatever comes back.
+    pub fn raw(&self, bytes: &[u8]) -> Reply {
+        let mut stream = TcpStream::connect(self.addr).expect("connecting to berth");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream.write_all(bytes).expect("sending request");
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).expect("reading response");
+        Reply::parse(&response)
+    }
+
+    /// Stop with SIGKILL, as a crash would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Send SIGTERM and wait for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("running kill");
+        assert!(status.success(), "kill -TERM {pid} failed");
+        self.child.wait().expect("waiting for berth")
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP response as the tests see it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    fn parse(raw: &[u8]) -> Reply {
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no end of headers in {:?}", String::from_utf8_lossy(raw)));
+        let head = std::str::from_utf8(&raw[..split]).expect("ASCII head");
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap();
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        Reply {
+            status,
+            headers,
+            body: raw[split + 4..].to_vec(),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body))
+        })
+    }
+
+    /// The `error` message of a JSON error body.
+    pub fn error(&self) -> String {
+        let body = self.json();
+        body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no `error` string in {body}"))
+            .to_string()
+    }
+
+    /// Assert the status and a JSON error whose message contains `needle`.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, needle: &str) {
+        assert_eq!(self.status, status, "body: {}", String::from_utf8_lossy(&self.body));
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        let message = self.error();
+        assert!(message.contains(needle), "error {message:?} does not mention {needle:?}");
+    }
+}
+
+/// A fresh temporary data directory.
+pub fn data_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("creating a temporary directory")
+}
+
+/// Write `text` to `dir/name` and return the path.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("writing a test file");
+    path
+}
