@@ -12,14 +12,23 @@ const COMPONENTS: &[&str] = &["users", "orders"];
 fn main() {
     let root = PathBuf::from(env("CARGO_MANIFEST_DIR")).join("..");
     let guests = root.join("components");
-    for watched in ["wit", "components/sdk", "components/users", "components/orders", "components/Cargo.toml"] {
+    for watched in [
+        "wit",
+        "components/sdk",
+        "components/users",
+        "components/orders",
+        "components/Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     let out_dir = PathBuf::from(env("OUT_DIR"));
     let target_dir = out_dir.join("guest-target");
     build_guests(&guests.join("Cargo.toml"), &target_dir);
     for name in COMPONENTS {
-        let built = target_dir.join(TARGET).join("release").join(format!("{name}.wasm"));
+        let built = target_dir
+            .join(TARGET)
+            .join("release")
+            .join(format!("{name}.wasm"));
         let dest = out_dir.join(format!("{name}.wasm"));
         std::fs::copy(&built, &dest)
             .unwrap_or_else(|e| panic!("copying {} to {}: {e}", built.display(), dest.display()));
@@ -35,7 +44,14 @@ fn build_guests(manifest: &Path, target_dir: &Path) {
         .arg("--target-dir")
         .arg(target_dir);
     // Flags meant for the host build must not leak into the guest build.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER", "CARGO_PRIMARY_PACKAGE"] {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
         cmd.env_remove(var);
     }
     let status = cmd

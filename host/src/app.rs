@@ -20,7 +20,11 @@ pub struct App {
 
 impl App {
     /// Compile every component of `manifest` and build the route table.
-    pub fn load(manifest: &Manifest, runtime: &Runtime, store: Arc<dyn Store>) -> anyhow::Result<App> {
+    pub fn load(
+        manifest: &Manifest,
+        runtime: &Runtime,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<App> {
         let mut components = HashMap::new();
         let mut routes = Vec::new();
         for (name, spec) in &manifest.components {
@@ -42,7 +46,9 @@ impl App {
 
     /// The component serving `path`, if any.
     pub fn component_for(&self, path: &str) -> Option<&LoadedComponent> {
-        self.router.route(path).and_then(|name| self.components.get(name))
+        self.router
+            .route(path)
+            .and_then(|name| self.components.get(name))
     }
 }
 

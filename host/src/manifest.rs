@@ -14,6 +14,7 @@ use anyhow::{Context as _, bail};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 /// Paths the host answers itself; no component may claim them.
@@ -82,10 +83,13 @@ struct RawComponent {
     max_memory_mb: Option<u64>,
 }
 
-impl Manifest {
+impl std::str::FromStr for Manifest {
+    type Err = anyhow::Error;
+
     /// Parse and validate manifest text. Relative wasm paths stay relative.
-    pub fn from_str(text: &str) -> anyhow::Result<Manifest> {
-        let raw: RawManifest = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    fn from_str(text: &str) -> anyhow::Result<Manifest> {
+        let raw: RawManifest =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.message()))?;
         if raw.components.is_empty() {
             bail!("the manifest declares no components; add a [components.NAME] table");
         }
@@ -94,7 +98,9 @@ impl Manifest {
         for (name, raw) in raw.components {
             check_name(&name)?;
             if raw.routes.is_empty() {
-                bail!("component `{name}` has no routes; give it at least one, such as [\"/{name}\"]");
+                bail!(
+                    "component `{name}` has no routes; give it at least one, such as [\"/{name}\"]"
+                );
             }
             for route in &raw.routes {
                 check_route(&name, route)?;
@@ -104,15 +110,21 @@ impl Manifest {
             }
             let timeout_ms = raw.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
             if !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
-                bail!("component `{name}`: timeout_ms must be between 1 and {MAX_TIMEOUT_MS}, got {timeout_ms}");
+                bail!(
+                    "component `{name}`: timeout_ms must be between 1 and {MAX_TIMEOUT_MS}, got {timeout_ms}"
+                );
             }
             let memory_mb = raw.max_memory_mb.unwrap_or(DEFAULT_MEMORY_MB);
             if !(1..=MAX_MEMORY_MB).contains(&memory_mb) {
-                bail!("component `{name}`: max_memory_mb must be between 1 and {MAX_MEMORY_MB}, got {memory_mb}");
+                bail!(
+                    "component `{name}`: max_memory_mb must be between 1 and {MAX_MEMORY_MB}, got {memory_mb}"
+                );
             }
             let wasm = match raw.wasm.strip_prefix("builtin:") {
                 Some(builtin) => WasmSource::Builtin(builtin.to_string()),
-                None if raw.wasm.is_empty() => bail!("component `{name}`: `wasm` must not be empty"),
+                None if raw.wasm.is_empty() => {
+                    bail!("component `{name}`: `wasm` must not be empty")
+                }
                 None => WasmSource::File(PathBuf::from(raw.wasm)),
             };
             let spec = ComponentSpec {
@@ -125,14 +137,16 @@ impl Manifest {
         }
         Ok(Manifest { components })
     }
+}
 
+impl Manifest {
     /// Read, parse and validate a manifest file, resolving wasm paths
     /// against the folder that holds it.
     pub fn from_file(path: &Path) -> anyhow::Result<Manifest> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading manifest {}", path.display()))?;
-        let mut manifest =
-            Manifest::from_str(&text).with_context(|| format!("invalid manifest {}", path.display()))?;
+        let mut manifest = Manifest::from_str(&text)
+            .with_context(|| format!("invalid manifest {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         for spec in manifest.components.values_mut() {
             if let WasmSource::File(file) = &mut spec.wasm {
@@ -152,7 +166,9 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     let valid = !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if !valid {
         bail!(
             "component name `{name}` is invalid: use 1 to 64 lower-case letters, digits and dashes, starting with a letter"
@@ -165,14 +181,20 @@ fn check_route(name: &str, route: &str) -> anyhow::Result<()> {
     let valid_chars = route
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || "/-._~".contains(c));
-    if !route.starts_with('/') || !valid_chars || route.contains("//") || (route.len() > 1 && route.ends_with('/')) {
+    if !route.starts_with('/')
+        || !valid_chars
+        || route.contains("//")
+        || (route.len() > 1 && route.ends_with('/'))
+    {
         bail!(
             "component `{name}`: route `{route}` is invalid: it must start with `/`, not end with `/`, and use only letters, digits and `-._~` between single slashes"
         );
     }
     for reserved in RESERVED_PATHS {
         if crate::router::covers(reserved, route) {
-            bail!("component `{name}`: route `{route}` overlaps `{reserved}`, which the host reserves");
+            bail!(
+                "component `{name}`: route `{route}` overlaps `{reserved}`, which the host reserves"
+            );
         }
     }
     Ok(())
@@ -223,18 +245,30 @@ mod tests {
             "[components.a]\nwasm = \"a.wasm\"\nroutes = [\"/a\"]\nroute = \"/b\"\n",
             "unknown field `route`, expected one of `wasm`, `routes`, `timeout_ms`, `max_memory_mb`",
         );
-        check_err("colour = 1\n", "unknown field `colour`, expected `components`");
+        check_err(
+            "colour = 1\n",
+            "unknown field `colour`, expected `components`",
+        );
     }
 
     #[test]
     fn missing_fields_are_named() {
-        check_err("[components.a]\nroutes = [\"/a\"]\n", "missing field `wasm`");
-        check_err("[components.a]\nwasm = \"a.wasm\"\n", "missing field `routes`");
+        check_err(
+            "[components.a]\nroutes = [\"/a\"]\n",
+            "missing field `wasm`",
+        );
+        check_err(
+            "[components.a]\nwasm = \"a.wasm\"\n",
+            "missing field `routes`",
+        );
     }
 
     #[test]
     fn empty_manifest_is_rejected() {
-        check_err("", "the manifest declares no components; add a [components.NAME] table");
+        check_err(
+            "",
+            "the manifest declares no components; add a [components.NAME] table",
+        );
     }
 
     #[test]
@@ -244,7 +278,7 @@ mod tests {
             "component name `Users` is invalid: use 1 to 64 lower-case letters, digits and dashes, starting with a letter",
         );
         check_err(
-            &component("\"1x\"", "[\"/u\"]"),
+            "[components.1x]\nwasm = \"x.wasm\"\nroutes = [\"/u\"]\n",
             "component name `1x` is invalid: use 1 to 64 lower-case letters, digits and dashes, starting with a letter",
         );
     }
@@ -275,13 +309,20 @@ mod tests {
             &component("a", "[\"/metrics/x\"]"),
             "component `a`: route `/metrics/x` overlaps `/metrics`, which the host reserves",
         );
-        assert!(Manifest::from_str(&component("a", "[\"/\"]")).is_ok(), "`/` may catch the rest");
+        assert!(
+            Manifest::from_str(&component("a", "[\"/\"]")).is_ok(),
+            "`/` may catch the rest"
+        );
         assert!(Manifest::from_str(&component("a", "[\"/healthzone\"]")).is_ok());
     }
 
     #[test]
     fn duplicate_routes_are_rejected() {
-        let text = format!("{}{}", component("a", "[\"/x\"]"), component("b", "[\"/y\", \"/x\"]"));
+        let text = format!(
+            "{}{}",
+            component("a", "[\"/x\"]"),
+            component("b", "[\"/y\", \"/x\"]")
+        );
         check_err(&text, "route `/x` is claimed by both `a` and `b`");
     }
 
@@ -299,7 +340,8 @@ mod tests {
 
     #[test]
     fn builtin_wasm_is_recognised() {
-        let m = Manifest::from_str("[components.a]\nwasm = \"builtin:users\"\nroutes = [\"/a\"]\n").unwrap();
+        let m = Manifest::from_str("[components.a]\nwasm = \"builtin:users\"\nroutes = [\"/a\"]\n")
+            .unwrap();
         assert_eq!(m.components["a"].wasm, WasmSource::Builtin("users".into()));
     }
 
@@ -309,6 +351,9 @@ mod tests {
         let path = dir.path().join("berth.toml");
         std::fs::write(&path, component("a", "[\"/a\"]")).unwrap();
         let m = Manifest::from_file(&path).unwrap();
-        assert_eq!(m.components["a"].wasm, WasmSource::File(dir.path().join("a.wasm")));
+        assert_eq!(
+            m.components["a"].wasm,
+            WasmSource::File(dir.path().join("a.wasm"))
+        );
     }
 }

@@ -14,7 +14,11 @@ impl Router {
     /// Build from `(prefix, component)` pairs; the manifest has already
     /// checked that no prefix is claimed twice.
     pub fn new(routes: impl IntoIterator<Item = (String, String)>) -> Router {
-        let mut routes: Vec<_> = routes.into_iter().collect::<BTreeMap<_, _>>().into_iter().collect();
+        let mut routes: Vec<_> = routes
+            .into_iter()
+            .collect::<BTreeMap<_, _>>()
+            .into_iter()
+            .collect();
         routes.sort_by(|(a, _), (b, _)| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         Router { routes }
     }
@@ -45,10 +49,18 @@ mod tests {
 
     fn check(routes: &[(&str, &str)], path: &str, expected: Option<&str>) {
         let router = Router::new(routes.iter().map(|(p, c)| (p.to_string(), c.to_string())));
-        assert_eq!(router.route(path), expected, "routing {path} through {routes:?}");
+        assert_eq!(
+            router.route(path),
+            expected,
+            "routing {path} through {routes:?}"
+        );
     }
 
-    const TABLE: &[(&str, &str)] = &[("/users", "users"), ("/orders", "orders"), ("/users/admin", "admin")];
+    const TABLE: &[(&str, &str)] = &[
+        ("/users", "users"),
+        ("/orders", "orders"),
+        ("/users/admin", "admin"),
+    ];
 
     #[test]
     fn exact_prefix() {

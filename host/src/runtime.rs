@@ -77,7 +77,9 @@ impl Runtime {
         let mut cfg = Config::new();
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .epoch_interruption(true);
-        let engine = Engine::new(&cfg).map_err(|e| anyhow!("{e:?}")).context("creating the wasm engine")?;
+        let engine = Engine::new(&cfg)
+            .map_err(|e| anyhow!("{e:?}"))
+            .context("creating the wasm engine")?;
         let mut linker = Linker::new(&engine);
         // Rust's std for wasm32-wasip2 imports WASI even if it never uses it;
         // the context each call gets grants nothing beyond clocks and random.
@@ -93,7 +95,12 @@ impl Runtime {
     }
 
     /// Compile `wasm` and check that it implements the `service` world.
-    pub fn load(&self, name: &str, wasm: &[u8], limits: CallLimits) -> anyhow::Result<LoadedComponent> {
+    pub fn load(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        limits: CallLimits,
+    ) -> anyhow::Result<LoadedComponent> {
         let component = Component::new(&self.engine, wasm)
             .map_err(|e| anyhow!("{e:?}"))
             .with_context(|| format!("component `{name}` is not a valid WebAssembly component"))?;
@@ -179,7 +186,12 @@ impl LoadedComponent {
         };
         let mut wasm_store = Store::new(&self.engine, invocation);
         wasm_store.limiter(|s| &mut s.limits);
-        let ticks = self.limits.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1);
+        let ticks = self
+            .limits
+            .timeout
+            .as_millis()
+            .div_ceil(EPOCH_TICK.as_millis())
+            .max(1);
         wasm_store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         let instance: Service = self
             .pre

@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -63,6 +64,8 @@ pub async fn serve(
     let config = Arc::new(config);
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
+    // Set once shutdown begins, so /readyz turns away new traffic.
+    let draining = Arc::new(AtomicBool::new(false));
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -94,7 +97,9 @@ pub async fn serve(
             let app = app.clone();
             let config = config.clone();
             let in_flight = in_flight.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(&app, &config, &in_flight, req).await) }
+            async move {
+                Ok::<_, std::convert::Infallible>(handle(&app, &config, &in_flight, req).await)
+            }
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
@@ -104,21 +109,38 @@ pub async fn serve(
             drop(permit);
         });
     }
+    draining.store(true, Ordering::Relaxed);
     drop(listener);
     tracing::info!("shutting down: draining in-flight requests");
-    if tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(config.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("drain timeout passed with requests still running; exiting anyway");
     }
     Ok(())
 }
 
-async fn handle(app: &App, config: &ServerConfig, in_flight: &Semaphore, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    app: &App,
+    config: &ServerConfig,
+    in_flight: &Semaphore,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let Some(component) = app.component_for(req.uri().path()) else {
-        return error(StatusCode::NOT_FOUND, &format!("no service is routed at {}", req.uri().path()));
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("no service is routed at {}", req.uri().path()),
+        );
     };
     let Ok(_permit) = in_flight.try_acquire() else {
-        let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "the server is at its request limit; retry shortly");
-        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        let mut response = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is at its request limit; retry shortly",
+        );
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     };
     let request = match read_request(req, config.max_body_bytes).await {
@@ -133,7 +155,10 @@ async fn handle(app: &App, config: &ServerConfig, in_flight: &Semaphore, req: Re
 }
 
 /// Buffer the request into the WIT shape, refusing oversized bodies early.
-async fn read_request(req: Request<Incoming>, max_body: usize) -> Result<WitRequest, Response<Body>> {
+async fn read_request(
+    req: Request<Incoming>,
+    max_body: usize,
+) -> Result<WitRequest, Response<Body>> {
     let too_large = || {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -164,8 +189,18 @@ async fn read_request(req: Request<Incoming>, max_body: usize) -> Result<WitRequ
     }
     let body = match Limited::new(body, max_body).collect().await {
         Ok(collected) => collected.to_bytes().to_vec(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(too_large()),
-        Err(e) => return Err(error(StatusCode::BAD_REQUEST, &format!("could not read the request body: {e}"))),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return Err(too_large());
+        }
+        Err(e) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                &format!("could not read the request body: {e}"),
+            ));
+        }
     };
     Ok(WitRequest {
         method: parts.method.as_str().to_string(),
@@ -180,7 +215,10 @@ async fn read_request(req: Request<Incoming>, max_body: usize) -> Result<WitRequ
 fn write_response(component: &str, response: WitResponse, max_bytes: usize) -> Response<Body> {
     let bad = |what: String| {
         tracing::error!(component, "{what}");
-        error(StatusCode::INTERNAL_SERVER_ERROR, &format!("component `{component}` {what}"))
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("component `{component}` {what}"),
+        )
     };
     if response.body.len() > max_bytes {
         return bad(format!(
@@ -195,7 +233,10 @@ fn write_response(component: &str, response: WitResponse, max_bytes: usize) -> R
     let mut out = Response::new(Full::new(Bytes::from(response.body)));
     *out.status_mut() = status;
     for Header { name, value } in response.headers {
-        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) else {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) else {
             return bad(format!("returned an invalid header `{name}`"));
         };
         // The host owns framing; a component cannot set it.
@@ -214,7 +255,13 @@ fn write_response(component: &str, response: WitResponse, max_bytes: usize) -> R
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "content-length" | "transfer-encoding" | "connection" | "keep-alive" | "upgrade" | "te" | "trailer"
+        "content-length"
+            | "transfer-encoding"
+            | "connection"
+            | "keep-alive"
+            | "upgrade"
+            | "te"
+            | "trailer"
     )
 }
 
@@ -224,7 +271,10 @@ fn invoke_error(component: &str, e: InvokeError) -> Response<Body> {
             tracing::warn!(component, "request stopped after {} ms", limit.as_millis());
             error(
                 StatusCode::GATEWAY_TIMEOUT,
-                &format!("component `{component}` did not answer within {} ms", limit.as_millis()),
+                &format!(
+                    "component `{component}` did not answer within {} ms",
+                    limit.as_millis()
+                ),
             )
         }
         InvokeError::Trap(trap) => {
@@ -237,11 +287,19 @@ fn invoke_error(component: &str, e: InvokeError) -> Response<Body> {
         }
         InvokeError::Store(e) => {
             tracing::error!(component, "store failure: {e}");
-            error(StatusCode::SERVICE_UNAVAILABLE, &format!("the store is unavailable: {e}"))
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the store is unavailable: {e}"),
+            )
         }
         InvokeError::Contention(e) => {
-            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, &format!("too much contention: {e}; retry"));
-            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            let mut response = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("too much contention: {e}; retry"),
+            );
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
             response
         }
     }
@@ -249,7 +307,11 @@ fn invoke_error(component: &str, e: InvokeError) -> Response<Body> {
 
 /// A JSON error response: `{"error": message}`.
 pub fn error(status: StatusCode, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": message }).to_string();
+    json(status, serde_json::json!({ "error": message }))
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+    let body = value.to_string();
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response

@@ -14,16 +14,30 @@ fn refused(args: &[&str]) -> String {
         .expect("running berth");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success(), "berth started: {stdout}");
-    assert!(!stdout.contains("listening on"), "berth bound the port: {stdout}");
+    assert!(
+        !stdout.contains("listening on"),
+        "berth bound the port: {stdout}"
+    );
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[test]
 fn help_documents_every_flag() {
-    let output = Command::new(BERTH).args(["serve", "--help"]).output().unwrap();
+    let output = Command::new(BERTH)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for flag in ["--listen", "--data", "--manifest", "--max-connections", "--max-in-flight", "--max-body-bytes", "--drain-timeout-secs"] {
+    for flag in [
+        "--listen",
+        "--data",
+        "--manifest",
+        "--max-connections",
+        "--max-in-flight",
+        "--max-body-bytes",
+        "--drain-timeout-secs",
+    ] {
         assert!(help.contains(flag), "serve --help lacks {flag}:\n{help}");
     }
     let output = Command::new(BERTH).arg("--help").output().unwrap();
@@ -33,15 +47,25 @@ fn help_documents_every_flag() {
 #[test]
 fn missing_manifest_file_is_reported() {
     let stderr = refused(&["--manifest", "/nonexistent/berth.toml"]);
-    assert!(stderr.contains("reading manifest /nonexistent/berth.toml"), "{stderr}");
+    assert!(
+        stderr.contains("reading manifest /nonexistent/berth.toml"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn missing_wasm_file_is_reported() {
     let dir = data_dir();
-    let manifest = write_file(dir.path(), "berth.toml", "[components.users]\nwasm = \"gone.wasm\"\nroutes = [\"/users\"]\n");
+    let manifest = write_file(
+        dir.path(),
+        "berth.toml",
+        "[components.users]\nwasm = \"gone.wasm\"\nroutes = [\"/users\"]\n",
+    );
     let stderr = refused(&["--manifest", manifest.to_str().unwrap()]);
-    assert!(stderr.contains("component `users`: cannot read"), "{stderr}");
+    assert!(
+        stderr.contains("component `users`: cannot read"),
+        "{stderr}"
+    );
     assert!(stderr.contains("gone.wasm"), "{stderr}");
 }
 
@@ -49,9 +73,16 @@ fn missing_wasm_file_is_reported() {
 fn a_file_that_is_not_a_component_is_reported() {
     let dir = data_dir();
     write_file(dir.path(), "junk.wasm", "this is not wasm");
-    let manifest = write_file(dir.path(), "berth.toml", "[components.junk]\nwasm = \"junk.wasm\"\nroutes = [\"/junk\"]\n");
+    let manifest = write_file(
+        dir.path(),
+        "berth.toml",
+        "[components.junk]\nwasm = \"junk.wasm\"\nroutes = [\"/junk\"]\n",
+    );
     let stderr = refused(&["--manifest", manifest.to_str().unwrap()]);
-    assert!(stderr.contains("component `junk` is not a valid WebAssembly component"), "{stderr}");
+    assert!(
+        stderr.contains("component `junk` is not a valid WebAssembly component"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -63,18 +94,27 @@ fn duplicate_routes_are_reported() {
         "[components.users]\nwasm = \"builtin:users\"\nroutes = [\"/users\"]\n\n[components.orders]\nwasm = \"builtin:orders\"\nroutes = [\"/users\"]\n",
     );
     let stderr = refused(&["--manifest", manifest.to_str().unwrap()]);
-    assert!(stderr.contains("route `/users` is claimed by both `orders` and `users`"), "{stderr}");
+    assert!(
+        stderr.contains("route `/users` is claimed by both `orders` and `users`"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn a_manifest_with_relative_paths_serves() {
     let dir = data_dir();
     std::fs::write(dir.path().join("u.wasm"), berth_users_wasm()).unwrap();
-    let manifest = write_file(dir.path(), "berth.toml", "[components.people]\nwasm = \"u.wasm\"\nroutes = [\"/users\"]\n");
+    let manifest = write_file(
+        dir.path(),
+        "berth.toml",
+        "[components.people]\nwasm = \"u.wasm\"\nroutes = [\"/users\"]\n",
+    );
     let data = data_dir();
     let berth = Berth::start_with(data.path(), &["--manifest", manifest.to_str().unwrap()]);
     assert_eq!(berth.get("/users/1").json()["name"], "John");
-    berth.get("/orders").assert_error(404, "no service is routed at /orders");
+    berth
+        .get("/orders")
+        .assert_error(404, "no service is routed at /orders");
 }
 
 #[test]
@@ -89,7 +129,10 @@ fn port_in_use_is_reported() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
 }
 
 fn berth_users_wasm() -> &'static [u8] {

@@ -8,7 +8,12 @@ fn data_survives_a_restart() {
     let dir = data_dir();
     let berth = Berth::start(dir.path());
     assert_eq!(berth.post("/users", r#"{"name":"Ann"}"#).status, 201);
-    assert_eq!(berth.send_json("PATCH", "/orders/1", r#"{"status":"cancelled"}"#).status, 200);
+    assert_eq!(
+        berth
+            .send_json("PATCH", "/orders/1", r#"{"status":"cancelled"}"#)
+            .status,
+        200
+    );
     let status = berth.terminate();
     assert!(status.success(), "berth exited with {status}");
 
@@ -32,7 +37,11 @@ fn acknowledged_writes_survive_sigkill() {
 
     let berth = Berth::start(dir.path());
     for id in ids {
-        assert_eq!(berth.get(&format!("/users/{id}")).status, 200, "user {id} was lost");
+        assert_eq!(
+            berth.get(&format!("/users/{id}")).status,
+            200,
+            "user {id} was lost"
+        );
     }
 }
 
@@ -47,7 +56,12 @@ fn concurrent_creates_get_distinct_ids_and_all_are_listed() {
                 let berth = &berth;
                 scope.spawn(move || {
                     let reply = berth.post("/users", &format!(r#"{{"name":"writer {i}"}}"#));
-                    assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+                    assert_eq!(
+                        reply.status,
+                        201,
+                        "{}",
+                        String::from_utf8_lossy(&reply.body)
+                    );
                     reply.json()["id"].as_u64().unwrap()
                 })
             })
@@ -64,7 +78,10 @@ fn concurrent_creates_get_distinct_ids_and_all_are_listed() {
         .iter()
         .map(|u| u["id"].as_u64().unwrap())
         .collect();
-    assert!(distinct.is_subset(&listed), "created users missing from the list");
+    assert!(
+        distinct.is_subset(&listed),
+        "created users missing from the list"
+    );
     assert_eq!(listed.len(), WRITERS + 2);
 }
 
@@ -76,11 +93,23 @@ fn concurrent_inserts_of_one_id_let_exactly_one_win() {
         let handles: Vec<_> = (0..16)
             .map(|i| {
                 let berth = &berth;
-                scope.spawn(move || berth.post("/users", &format!(r#"{{"id": 500, "name":"racer {i}"}}"#)).status)
+                scope.spawn(move || {
+                    berth
+                        .post("/users", &format!(r#"{{"id": 500, "name":"racer {i}"}}"#))
+                        .status
+                })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 15, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        15,
+        "{statuses:?}"
+    );
 }

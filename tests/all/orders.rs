@@ -25,10 +25,16 @@ fn create_defaults_to_pending() {
     let berth = Berth::start(dir.path());
     let reply = berth.post("/orders", r#"{"user_id": 2}"#);
     assert_eq!(reply.status, 201);
-    assert_eq!(reply.json(), json!({"id": 3, "user_id": 2, "status": "pending"}));
+    assert_eq!(
+        reply.json(),
+        json!({"id": 3, "user_id": 2, "status": "pending"})
+    );
     assert_eq!(reply.header("location"), Some("/orders/3"));
     let reply = berth.post("/orders", r#"{"user_id": 1, "status": "completed"}"#);
-    assert_eq!(reply.json(), json!({"id": 4, "user_id": 1, "status": "completed"}));
+    assert_eq!(
+        reply.json(),
+        json!({"id": 4, "user_id": 1, "status": "completed"})
+    );
     assert_eq!(berth.get("/orders/4").json()["status"], "completed");
 }
 
@@ -46,7 +52,9 @@ fn list_filters_by_user() {
         ])
     );
     assert_eq!(berth.get("/orders?user_id=9").json(), json!([]));
-    berth.get("/orders?user_id=x").assert_error(400, "invalid user id `x`");
+    berth
+        .get("/orders?user_id=x")
+        .assert_error(400, "invalid user id `x`");
 }
 
 #[test]
@@ -55,10 +63,16 @@ fn pending_can_complete_or_cancel_and_then_no_more() {
     let berth = Berth::start(dir.path());
     let reply = berth.send_json("PATCH", "/orders/1", r#"{"status": "completed"}"#);
     assert_eq!(reply.status, 200);
-    assert_eq!(reply.json(), json!({"id": 1, "user_id": 1, "status": "completed"}));
+    assert_eq!(
+        reply.json(),
+        json!({"id": 1, "user_id": 1, "status": "completed"})
+    );
     berth
         .send_json("PATCH", "/orders/1", r#"{"status": "pending"}"#)
-        .assert_error(409, "order 1 is completed and can no longer change to pending");
+        .assert_error(
+            409,
+            "order 1 is completed and can no longer change to pending",
+        );
     berth
         .send_json("PATCH", "/orders/1", r#"{"status": "cancelled"}"#)
         .assert_error(409, "can no longer change to cancelled");
@@ -66,7 +80,12 @@ fn pending_can_complete_or_cancel_and_then_no_more() {
 
     let created = berth.post("/orders", r#"{"user_id": 1}"#).json();
     let path = format!("/orders/{}", created["id"]);
-    assert_eq!(berth.send_json("PATCH", &path, r#"{"status": "cancelled"}"#).status, 200);
+    assert_eq!(
+        berth
+            .send_json("PATCH", &path, r#"{"status": "cancelled"}"#)
+            .status,
+        200
+    );
     berth
         .send_json("PATCH", &path, r#"{"status": "completed"}"#)
         .assert_error(409, "is cancelled");
@@ -77,7 +96,10 @@ fn patch_can_move_an_order_to_another_user() {
     let dir = data_dir();
     let berth = Berth::start(dir.path());
     let reply = berth.send_json("PATCH", "/orders/1", r#"{"user_id": 2}"#);
-    assert_eq!(reply.json(), json!({"id": 1, "user_id": 2, "status": "pending"}));
+    assert_eq!(
+        reply.json(),
+        json!({"id": 1, "user_id": 2, "status": "pending"})
+    );
 }
 
 #[test]
@@ -88,21 +110,32 @@ fn invalid_orders_get_400() {
         (r#"{}"#, "missing field `user_id`"),
         (r#"{"user_id": "1"}"#, "invalid type"),
         (r#"{"user_id": 0}"#, "`user_id` must be a positive integer"),
-        (r#"{"user_id": 1, "status": "shipped"}"#, "unknown status `shipped`"),
+        (
+            r#"{"user_id": 1, "status": "shipped"}"#,
+            "unknown status `shipped`",
+        ),
         (r#"{"user_id": 1, "status": 3}"#, "invalid type"),
-        (r#"{"user_id": 1, "colour": "red"}"#, "unknown field `colour`"),
+        (
+            r#"{"user_id": 1, "colour": "red"}"#,
+            "unknown field `colour`",
+        ),
         (r#"{"user_id": 1"#, "invalid JSON body"),
     ];
     for (body, needle) in cases {
         let reply = berth.post("/orders", body);
         assert_eq!(reply.status, 400, "POST {body}");
         let message = reply.error();
-        assert!(message.contains(needle), "POST {body}: {message:?} lacks {needle:?}");
+        assert!(
+            message.contains(needle),
+            "POST {body}: {message:?} lacks {needle:?}"
+        );
     }
     berth
         .send_json("PATCH", "/orders/1", r#"{"status": "lost"}"#)
         .assert_error(400, "unknown status `lost`");
-    berth.send_json("PATCH", "/orders/1", "{}").assert_error(400, "nothing to change");
+    berth
+        .send_json("PATCH", "/orders/1", "{}")
+        .assert_error(400, "nothing to change");
     assert_eq!(berth.get("/orders").json().as_array().unwrap().len(), 2);
 }
 
@@ -110,8 +143,12 @@ fn invalid_orders_get_400() {
 fn duplicate_unknown_and_wrong_method() {
     let dir = data_dir();
     let berth = Berth::start(dir.path());
-    berth.post("/orders", r#"{"id": 2, "user_id": 1}"#).assert_error(409, "order 2 already exists");
-    berth.get("/orders/77").assert_error(404, "order 77 does not exist");
+    berth
+        .post("/orders", r#"{"id": 2, "user_id": 1}"#)
+        .assert_error(409, "order 2 already exists");
+    berth
+        .get("/orders/77")
+        .assert_error(404, "order 77 does not exist");
     berth
         .send_json("PATCH", "/orders/77", r#"{"status": "completed"}"#)
         .assert_error(404, "order 77 does not exist");
@@ -119,7 +156,12 @@ fn duplicate_unknown_and_wrong_method() {
     reply.assert_error(405, "method PUT is not allowed");
     assert_eq!(reply.header("allow"), Some("GET, PATCH, DELETE"));
     berth
-        .request("PATCH", "/orders/1", &[("content-type", "text/csv")], b"status,completed")
+        .request(
+            "PATCH",
+            "/orders/1",
+            &[("content-type", "text/csv")],
+            b"status,completed",
+        )
         .assert_error(415, "text/csv");
 }
 
@@ -128,6 +170,10 @@ fn delete_order() {
     let dir = data_dir();
     let berth = Berth::start(dir.path());
     assert_eq!(berth.delete("/orders/2").status, 204);
-    berth.get("/orders/2").assert_error(404, "order 2 does not exist");
-    berth.delete("/orders/2").assert_error(404, "order 2 does not exist");
+    berth
+        .get("/orders/2")
+        .assert_error(404, "order 2 does not exist");
+    berth
+        .delete("/orders/2")
+        .assert_error(404, "order 2 does not exist");
 }

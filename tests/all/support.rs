@@ -83,15 +83,29 @@ impl Berth {
 
     /// Send `body` as JSON with the given method.
     pub fn send_json(&self, method: &str, path: &str, body: &str) -> Reply {
-        self.request(method, path, &[("content-type", "application/json")], body.as_bytes())
+        self.request(
+            method,
+            path,
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        )
     }
 
     pub fn post(&self, path: &str, body: &str) -> Reply {
         self.send_json("POST", path, body)
     }
 
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
-        let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n", self.addr);
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n",
+            self.addr
+        );
         for (name, value) in headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
@@ -104,7 +118,9 @@ impl Berth {
     /// Send raw bytes and parse whatever comes back.
     pub fn raw(&self, bytes: &[u8]) -> Reply {
         let mut stream = TcpStream::connect(self.addr).expect("connecting to berth");
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         stream.write_all(bytes).expect("sending request");
         let mut response = Vec::new();
         stream.read_to_end(&mut response).expect("reading response");
@@ -120,7 +136,10 @@ impl Berth {
     /// Send SIGTERM and wait for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("running kill");
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("running kill");
         assert!(status.success(), "kill -TERM {pid} failed");
         self.child.wait().expect("waiting for berth")
     }
@@ -167,12 +186,18 @@ impl Reply {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body))
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
         })
     }
 
@@ -188,10 +213,18 @@ impl Reply {
     /// Assert the status and a JSON error whose message contains `needle`.
     #[track_caller]
     pub fn assert_error(&self, status: u16, needle: &str) {
-        assert_eq!(self.status, status, "body: {}", String::from_utf8_lossy(&self.body));
+        assert_eq!(
+            self.status,
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
         assert_eq!(self.header("content-type"), Some("application/json"));
         let message = self.error();
-        assert!(message.contains(needle), "error {message:?} does not mention {needle:?}");
+        assert!(
+            message.contains(needle),
+            "error {message:?} does not mention {needle:?}"
+        );
     }
 }
 

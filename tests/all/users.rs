@@ -10,7 +10,10 @@ fn new_store_lists_the_original_sample_users() {
     let reply = berth.get("/users");
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("content-type"), Some("application/json"));
-    assert_eq!(reply.json(), json!([{"id": 1, "name": "John"}, {"id": 2, "name": "Jane"}]));
+    assert_eq!(
+        reply.json(),
+        json!([{"id": 1, "name": "John"}, {"id": 2, "name": "Jane"}])
+    );
 }
 
 #[test]
@@ -21,7 +24,10 @@ fn create_assigns_the_next_id_and_sets_location() {
     assert_eq!(reply.status, 201);
     assert_eq!(reply.json(), json!({"id": 3, "name": "Ann"}));
     assert_eq!(reply.header("location"), Some("/users/3"));
-    assert_eq!(berth.get("/users/3").json(), json!({"id": 3, "name": "Ann"}));
+    assert_eq!(
+        berth.get("/users/3").json(),
+        json!({"id": 3, "name": "Ann"})
+    );
     let reply = berth.post("/users", r#"{"name":"Bob"}"#);
     assert_eq!(reply.json()["id"], 4);
 }
@@ -40,7 +46,9 @@ fn create_with_a_client_id_keeps_it_and_later_ids_go_past_it() {
 fn duplicate_id_is_a_conflict() {
     let dir = data_dir();
     let berth = Berth::start(dir.path());
-    berth.post("/users", r#"{"id": 1, "name":"Other John"}"#).assert_error(409, "user 1 already exists");
+    berth
+        .post("/users", r#"{"id": 1, "name":"Other John"}"#)
+        .assert_error(409, "user 1 already exists");
     assert_eq!(berth.get("/users/1").json()["name"], "John");
 }
 
@@ -48,7 +56,9 @@ fn duplicate_id_is_a_conflict() {
 fn get_unknown_user_is_404() {
     let dir = data_dir();
     let berth = Berth::start(dir.path());
-    berth.get("/users/99").assert_error(404, "user 99 does not exist");
+    berth
+        .get("/users/99")
+        .assert_error(404, "user 99 does not exist");
 }
 
 #[test]
@@ -59,7 +69,9 @@ fn put_replaces_the_name() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json(), json!({"id": 2, "name": "Janet"}));
     assert_eq!(berth.get("/users/2").json()["name"], "Janet");
-    berth.send_json("PUT", "/users/42", r#"{"name":"X"}"#).assert_error(404, "user 42 does not exist");
+    berth
+        .send_json("PUT", "/users/42", r#"{"name":"X"}"#)
+        .assert_error(404, "user 42 does not exist");
     berth
         .send_json("PUT", "/users/2", r#"{"id": 3, "name":"X"}"#)
         .assert_error(400, "does not match the path id 2");
@@ -72,10 +84,17 @@ fn delete_removes_the_user_for_good() {
     let reply = berth.delete("/users/1");
     assert_eq!(reply.status, 204);
     assert!(reply.body.is_empty());
-    berth.get("/users/1").assert_error(404, "user 1 does not exist");
-    berth.delete("/users/1").assert_error(404, "user 1 does not exist");
+    berth
+        .get("/users/1")
+        .assert_error(404, "user 1 does not exist");
+    berth
+        .delete("/users/1")
+        .assert_error(404, "user 1 does not exist");
     // The sample data is not re-seeded once deleted.
-    assert_eq!(berth.get("/users").json(), json!([{"id": 2, "name": "Jane"}]));
+    assert_eq!(
+        berth.get("/users").json(),
+        json!([{"id": 2, "name": "Jane"}])
+    );
 }
 
 #[test]
@@ -88,8 +107,14 @@ fn invalid_bodies_get_400_with_the_reason() {
         (r#"{"name": 5}"#, "invalid type"),
         (r#"{"name": "A", "id": "one"}"#, "invalid type"),
         (r#"{"name": "A", "id": -1}"#, "invalid value"),
-        (r#"{"name": "A", "id": 0}"#, "`id` must be a positive integer"),
-        (r#"{"name": "A", "id": 18446744073709551616}"#, "invalid JSON body"),
+        (
+            r#"{"name": "A", "id": 0}"#,
+            "`id` must be a positive integer",
+        ),
+        (
+            r#"{"name": "A", "id": 18446744073709551616}"#,
+            "invalid JSON body",
+        ),
         (r#"{}"#, "missing field `name`"),
         (r#"{"name": "  "}"#, "`name` must not be empty"),
         (r#"{"name": "A", "age": 3}"#, "unknown field `age`"),
@@ -99,9 +124,16 @@ fn invalid_bodies_get_400_with_the_reason() {
         let reply = berth.post("/users", body);
         assert_eq!(reply.status, 400, "POST {body}");
         let message = reply.error();
-        assert!(message.contains(needle), "POST {body}: {message:?} lacks {needle:?}");
+        assert!(
+            message.contains(needle),
+            "POST {body}: {message:?} lacks {needle:?}"
+        );
     }
-    assert_eq!(berth.get("/users").json().as_array().unwrap().len(), 2, "nothing was stored");
+    assert_eq!(
+        berth.get("/users").json().as_array().unwrap().len(),
+        2,
+        "nothing was stored"
+    );
 }
 
 #[test]
@@ -109,13 +141,26 @@ fn writes_that_are_not_json_get_415() {
     let dir = data_dir();
     let berth = Berth::start(dir.path());
     berth
-        .request("POST", "/users", &[("content-type", "text/plain")], br#"{"name":"Ann"}"#)
-        .assert_error(415, "expected content-type application/json, got `text/plain`");
+        .request(
+            "POST",
+            "/users",
+            &[("content-type", "text/plain")],
+            br#"{"name":"Ann"}"#,
+        )
+        .assert_error(
+            415,
+            "expected content-type application/json, got `text/plain`",
+        );
     berth
         .request("POST", "/users", &[], br#"{"name":"Ann"}"#)
         .assert_error(415, "got none");
     berth
-        .request("PUT", "/users/1", &[("content-type", "text/plain")], br#"{"name":"Ann"}"#)
+        .request(
+            "PUT",
+            "/users/1",
+            &[("content-type", "text/plain")],
+            br#"{"name":"Ann"}"#,
+        )
         .assert_error(415, "application/json");
     let reply = berth.request(
         "POST",
@@ -143,7 +188,11 @@ fn malformed_ids_get_400() {
     let dir = data_dir();
     let berth = Berth::start(dir.path());
     for id in ["abc", "0", "-1", "18446744073709551616", "1.5", "%31"] {
-        berth.get(&format!("/users/{id}")).assert_error(400, "invalid user id");
+        berth
+            .get(&format!("/users/{id}"))
+            .assert_error(400, "invalid user id");
     }
-    berth.get("/users/1/extra").assert_error(404, "no such resource");
+    berth
+        .get("/users/1/extra")
+        .assert_error(404, "no such resource");
 }

@@ -73,8 +73,22 @@ berth_sdk::export!(Orders);
 
 fn route(request: &Request) -> Result<Response> {
     ORDERS.seed(&[
-        (1, Order { id: 1, user_id: 1, status: Status::Pending }),
-        (2, Order { id: 2, user_id: 2, status: Status::Completed }),
+        (
+            1,
+            Order {
+                id: 1,
+                user_id: 1,
+                status: Status::Pending,
+            },
+        ),
+        (
+            2,
+            Order {
+                id: 2,
+                user_id: 2,
+                status: Status::Completed,
+            },
+        ),
     ])?;
     let method = request.method.as_str();
     match request.segments().as_slice() {
@@ -89,10 +103,16 @@ fn route(request: &Request) -> Result<Response> {
                 "GET" => get(id),
                 "PATCH" => patch(id, request),
                 "DELETE" => delete(id),
-                _ => Ok(http::method_not_allowed(method, &["GET", "PATCH", "DELETE"])),
+                _ => Ok(http::method_not_allowed(
+                    method,
+                    &["GET", "PATCH", "DELETE"],
+                )),
             }
         }
-        _ => Ok(http::error(404, &format!("no such resource: {}", request.path))),
+        _ => Ok(http::error(
+            404,
+            &format!("no such resource: {}", request.path),
+        )),
     }
 }
 
@@ -120,61 +140,93 @@ fn create(request: &Request) -> Result<Response> {
     let input: OrderInput = request.json()?;
     let user_id = match input.user_id {
         None => return Err(http::error(400, "missing field `user_id`")),
-        Some(0) => return Err(http::error(400, "field `user_id` must be a positive integer")),
+        Some(0) => {
+            return Err(http::error(
+                400,
+                "field `user_id` must be a positive integer",
+            ));
+        }
         Some(uid) => uid,
     };
     let status = input.status()?.unwrap_or(Status::Pending);
     let order = match input.id {
         Some(0) => return Err(http::error(400, "field `id` must be a positive integer")),
         Some(id) => {
-            let order = Order { id, user_id, status };
+            let order = Order {
+                id,
+                user_id,
+                status,
+            };
             if !ORDERS.insert(id, &order)? {
                 return Err(http::error(409, &format!("order {id} already exists")));
             }
             order
         }
-        None => ORDERS.create(|id| Order { id, user_id, status })?,
+        None => ORDERS.create(|id| Order {
+            id,
+            user_id,
+            status,
+        })?,
     };
-    log(Level::Info, &format!("created order {} for user {user_id}", order.id));
+    log(
+        Level::Info,
+        &format!("created order {} for user {user_id}", order.id),
+    );
     let location = format!("/orders/{}", order.id);
-    Ok(http::with_header(http::json(201, &order), "location", &location))
+    Ok(http::with_header(
+        http::json(201, &order),
+        "location",
+        &location,
+    ))
 }
 
 fn patch(id: u64, request: &Request) -> Result<Response> {
     let input: OrderInput = request.json()?;
     if input.id.is_some_and(|body_id| body_id != id) {
-        return Err(http::error(400, &format!("body id does not match the path id {id}")));
+        return Err(http::error(
+            400,
+            &format!("body id does not match the path id {id}"),
+        ));
     }
     if input.user_id == Some(0) {
-        return Err(http::error(400, "field `user_id` must be a positive integer"));
+        return Err(http::error(
+            400,
+            "field `user_id` must be a positive integer",
+        ));
     }
     let status = input.status()?;
     if status.is_none() && input.user_id.is_none() {
-        return Err(http::error(400, "nothing to change: give `status` or `user_id`"));
+        return Err(http::error(
+            400,
+            "nothing to change: give `status` or `user_id`",
+        ));
     }
     let Some((mut order, previous)) = ORDERS.get::<Order>(id)? else {
         return Err(not_found(id));
     };
-    if let Some(next) = status {
-        if next != order.status {
-            if order.status != Status::Pending {
-                return Err(http::error(
-                    409,
-                    &format!(
-                        "order {id} is {} and can no longer change to {}",
-                        order.status.name(),
-                        next.name()
-                    ),
-                ));
-            }
-            order.status = next;
+    if let Some(next) = status
+        && next != order.status
+    {
+        if order.status != Status::Pending {
+            return Err(http::error(
+                409,
+                &format!(
+                    "order {id} is {} and can no longer change to {}",
+                    order.status.name(),
+                    next.name()
+                ),
+            ));
         }
+        order.status = next;
     }
     if let Some(uid) = input.user_id {
         order.user_id = uid;
     }
     if !ORDERS.replace(id, &previous, &order)? {
-        return Err(http::error(409, &format!("order {id} was changed concurrently; retry")));
+        return Err(http::error(
+            409,
+            &format!("order {id} was changed concurrently; retry"),
+        ));
     }
     Ok(http::json(200, &order))
 }

@@ -22,7 +22,9 @@ pub fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> Response {
 
 /// A JSON error response: `{"error": message}`.
 pub fn error(status: u16, message: &str) -> Response {
-    let body = serde_json::json!({ "error": message }).to_string().into_bytes();
+    let body = serde_json::json!({ "error": message })
+        .to_string()
+        .into_bytes();
     Response {
         status,
         headers: vec![header("content-type", "application/json")],
@@ -113,7 +115,8 @@ fn is_json(content_type: &str) -> bool {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Parse a path segment as a positive 64-bit id, answering 400 otherwise.

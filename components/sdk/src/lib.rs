@@ -26,5 +26,5 @@ pub use wit_bindgen as __wit_bindgen;
 pub use bindings::berth::service::kv;
 pub use bindings::berth::service::log::{Level, log};
 pub use bindings::berth::service::types::{Header, Request, Response};
-pub use bindings::exports::berth::service::handler::Guest as Handler;
 pub use bindings::export;
+pub use bindings::exports::berth::service::handler::Guest as Handler;

@@ -117,11 +117,13 @@ impl Collection {
 }
 
 fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(record).map_err(|e| http::error(500, &format!("could not encode record: {e}")))
+    serde_json::to_vec(record)
+        .map_err(|e| http::error(500, &format!("could not encode record: {e}")))
 }
 
 fn decode<T: DeserializeOwned>(raw: &[u8]) -> Result<T> {
-    serde_json::from_slice(raw).map_err(|e| http::error(500, &format!("stored record is corrupt: {e}")))
+    serde_json::from_slice(raw)
+        .map_err(|e| http::error(500, &format!("stored record is corrupt: {e}")))
 }
 
 /// Map a store failure to the response the client should see.

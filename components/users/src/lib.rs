@@ -44,8 +44,20 @@ berth_sdk::export!(Users);
 
 fn route(request: &Request) -> Result<Response> {
     USERS.seed(&[
-        (1, User { id: 1, name: "John".into() }),
-        (2, User { id: 2, name: "Jane".into() }),
+        (
+            1,
+            User {
+                id: 1,
+                name: "John".into(),
+            },
+        ),
+        (
+            2,
+            User {
+                id: 2,
+                name: "Jane".into(),
+            },
+        ),
     ])?;
     let method = request.method.as_str();
     match request.segments().as_slice() {
@@ -63,7 +75,10 @@ fn route(request: &Request) -> Result<Response> {
                 _ => Ok(http::method_not_allowed(method, &["GET", "PUT", "DELETE"])),
             }
         }
-        _ => Ok(http::error(404, &format!("no such resource: {}", request.path))),
+        _ => Ok(http::error(
+            404,
+            &format!("no such resource: {}", request.path),
+        )),
     }
 }
 
@@ -91,17 +106,27 @@ fn create(request: &Request) -> Result<Response> {
             }
             user
         }
-        None => USERS.create(|id| User { id, name: name.clone() })?,
+        None => USERS.create(|id| User {
+            id,
+            name: name.clone(),
+        })?,
     };
     log(Level::Info, &format!("created user {}", user.id));
     let location = format!("/users/{}", user.id);
-    Ok(http::with_header(http::json(201, &user), "location", &location))
+    Ok(http::with_header(
+        http::json(201, &user),
+        "location",
+        &location,
+    ))
 }
 
 fn update(id: u64, request: &Request) -> Result<Response> {
     let input: UserInput = request.json()?;
     if input.id.is_some_and(|body_id| body_id != id) {
-        return Err(http::error(400, &format!("body id does not match the path id {id}")));
+        return Err(http::error(
+            400,
+            &format!("body id does not match the path id {id}"),
+        ));
     }
     let name = input.name()?;
     let Some((_, previous)) = USERS.get::<User>(id)? else {
@@ -109,7 +134,10 @@ fn update(id: u64, request: &Request) -> Result<Response> {
     };
     let user = User { id, name };
     if !USERS.replace(id, &previous, &user)? {
-        return Err(http::error(409, &format!("user {id} was changed concurrently; retry")));
+        return Err(http::error(
+            409,
+            &format!("user {id} was changed concurrently; retry"),
+        ));
     }
     Ok(http::json(200, &user))
 }

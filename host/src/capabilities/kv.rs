@@ -4,7 +4,9 @@
 
 use crate::bindings::berth::service::kv::{Entry, Error, Host};
 use crate::runtime::Invocation;
-use crate::store::{CounterError, MAX_KEY_LEN, MAX_PAGE, MAX_VALUE_LEN, Store, StoreError, WriteBatch};
+use crate::store::{
+    CounterError, MAX_KEY_LEN, MAX_PAGE, MAX_VALUE_LEN, Store, StoreError, WriteBatch,
+};
 use std::sync::Arc;
 
 /// Most distinct keys one request may write.
@@ -53,7 +55,9 @@ impl KvTxn {
             )));
         }
         if self.batch.writes.len() >= MAX_WRITES && !self.batch.writes.contains_key(&key) {
-            return Err(Error::Invalid(format!("a request may write at most {MAX_WRITES} keys")));
+            return Err(Error::Invalid(format!(
+                "a request may write at most {MAX_WRITES} keys"
+            )));
         }
         self.write_bytes += added;
         self.batch.writes.insert(key, value);
@@ -72,7 +76,10 @@ impl KvTxn {
         check_value(&new)?;
         let (current, from_store) = self.current(&key)?;
         if from_store {
-            self.batch.expects.entry(key.clone()).or_insert_with(|| current.clone());
+            self.batch
+                .expects
+                .entry(key.clone())
+                .or_insert_with(|| current.clone());
         }
         if current.as_deref() != expected {
             return Ok(false);
@@ -88,7 +95,8 @@ impl KvTxn {
         limit: u32,
     ) -> Result<Vec<(String, Vec<u8>)>, Error> {
         let limit = limit.min(MAX_PAGE) as usize;
-        let in_range = |key: &String| key.starts_with(prefix) && after.is_none_or(|a| key.as_str() > a);
+        let in_range =
+            |key: &String| key.starts_with(prefix) && after.is_none_or(|a| key.as_str() > a);
         // Fetch enough committed keys that, after dropping the ones this
         // request deleted, `limit` remain if the store has them.
         let deleted = self
@@ -103,7 +111,8 @@ impl KvTxn {
             .map_err(unavailable)?;
         let hit_limit = committed.len() == limit + deleted;
         let last_committed = committed.last().map(|(k, _)| k.clone());
-        let mut merged: std::collections::BTreeMap<String, Vec<u8>> = committed.into_iter().collect();
+        let mut merged: std::collections::BTreeMap<String, Vec<u8>> =
+            committed.into_iter().collect();
         for (key, value) in self.batch.writes.iter().filter(|(k, _)| in_range(k)) {
             // Past the last committed key of a full page lie keys the store
             // did not return; leave own writes there for the next page.
@@ -182,7 +191,10 @@ impl Host for Invocation {
         limit: u32,
     ) -> Result<Vec<Entry>, Error> {
         let page = self.kv.page(&prefix, start_after.as_deref(), limit)?;
-        Ok(page.into_iter().map(|(key, value)| Entry { key, value }).collect())
+        Ok(page
+            .into_iter()
+            .map(|(key, value)| Entry { key, value })
+            .collect())
     }
 
     fn insert(&mut self, key: String, value: Vec<u8>) -> Result<bool, Error> {
@@ -205,9 +217,12 @@ impl Host for Invocation {
                 "key `{key}` was written in this request and cannot also be a counter"
             )));
         }
-        self.kv.store.increment(&self.kv.ns, &key, delta).map_err(|e| match e {
-            CounterError::Invalid(msg) => Error::Invalid(msg),
-            CounterError::Store(e) => unavailable(e),
-        })
+        self.kv
+            .store
+            .increment(&self.kv.ns, &key, delta)
+            .map_err(|e| match e {
+                CounterError::Invalid(msg) => Error::Invalid(msg),
+                CounterError::Store(e) => unavailable(e),
+            })
     }
 }

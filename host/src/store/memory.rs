@@ -22,7 +22,8 @@ impl MemoryStore {
 
     /// Set a key directly, outside any request (for seeding tests).
     pub fn put(&self, ns: &str, key: &str, value: &[u8]) {
-        self.data().insert((ns.to_string(), key.to_string()), value.to_vec());
+        self.data()
+            .insert((ns.to_string(), key.to_string()), value.to_vec());
     }
 
     /// Every key of a namespace, with its value.

@@ -108,7 +108,9 @@ pub(crate) fn add_to_counter(current: Option<&[u8]>, delta: i64) -> Result<i64, 
         Some(raw) => std::str::from_utf8(raw)
             .ok()
             .and_then(|s| s.parse::<i64>().ok())
-            .ok_or_else(|| CounterError::Invalid("the key holds a value that is not a counter".into()))?,
+            .ok_or_else(|| {
+                CounterError::Invalid("the key holds a value that is not a counter".into())
+            })?,
     };
     value
         .checked_add(delta)

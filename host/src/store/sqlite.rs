@@ -42,8 +42,8 @@ impl SqliteStore {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating data directory {}", dir.display()))?;
         let path = dir.join("berth.db");
-        let conn = Connection::open(&path)
-            .with_context(|| format!("opening store {}", path.display()))?;
+        let conn =
+            Connection::open(&path).with_context(|| format!("opening store {}", path.display()))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .and_then(|_| conn.pragma_update(None, "synchronous", "FULL"))
             .and_then(|_| {
@@ -73,7 +73,9 @@ impl SqliteStore {
     fn send(&self, op: WriteOp) -> Result<(), StoreError> {
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         match writer.as_ref() {
-            Some(tx) => tx.send(op).map_err(|_| StoreError("the store writer has stopped".into())),
+            Some(tx) => tx
+                .send(op)
+                .map_err(|_| StoreError("the store writer has stopped".into())),
             None => Err(StoreError("the store is closed".into())),
         }
     }
@@ -91,14 +93,22 @@ impl SqliteStore {
             )?,
         };
         let result = f(&conn);
-        self.readers.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn);
         Ok(result?)
     }
 
     /// Finish pending writes and stop the writer thread.
     pub fn close(&self) {
         drop(self.writer.lock().unwrap_or_else(|e| e.into_inner()).take());
-        if let Some(thread) = self.writer_thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(thread) = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             let _ = thread.join();
         }
     }
@@ -197,7 +207,12 @@ fn apply_group(conn: &mut Connection, group: Vec<WriteOp>) {
     let mut acks = Vec::new();
     for op in group {
         match op {
-            WriteOp::Increment { ns, key, delta, reply } => {
+            WriteOp::Increment {
+                ns,
+                key,
+                delta,
+                reply,
+            } => {
                 // Answer before the fsync: any batch that uses this value is
                 // queued behind this group, so it cannot become durable first.
                 let _ = reply.send(increment(&tx, &ns, &key, delta));
