@@ -1,7 +1,9 @@
-//! Builds the guest workspace (`components/`) for wasm32-wasip2 and copies
-//! the users and orders components into OUT_DIR, where `builtin.rs` embeds
-//! them. The guests get their own target directory, so the host's build
-//! graph never compiles them for the host target.
+//! Builds the guest workspace (`components/`, which also holds the test-only
+//! components under `tests/components/`) for wasm32-wasip2, copies the users
+//! and orders components into OUT_DIR, where `builtin.rs` embeds them, and
+//! tells the crate where the rest landed (`BERTH_GUEST_DIR`) for tests. The
+//! guests get their own target directory, so the host's build graph never
+//! compiles them for the host target.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,23 +14,16 @@ const COMPONENTS: &[&str] = &["users", "orders"];
 fn main() {
     let root = PathBuf::from(env("CARGO_MANIFEST_DIR")).join("..");
     let guests = root.join("components");
-    for watched in [
-        "wit",
-        "components/sdk",
-        "components/users",
-        "components/orders",
-        "components/Cargo.toml",
-    ] {
+    for watched in ["wit", "components", "tests/components"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     let out_dir = PathBuf::from(env("OUT_DIR"));
     let target_dir = out_dir.join("guest-target");
     build_guests(&guests.join("Cargo.toml"), &target_dir);
+    let built_dir = target_dir.join(TARGET).join("release");
+    println!("cargo:rustc-env=BERTH_GUEST_DIR={}", built_dir.display());
     for name in COMPONENTS {
-        let built = target_dir
-            .join(TARGET)
-            .join("release")
-            .join(format!("{name}.wasm"));
+        let built = built_dir.join(format!("{name}.wasm"));
         let dest = out_dir.join(format!("{name}.wasm"));
         std::fs::copy(&built, &dest)
             .unwrap_or_else(|e| panic!("copying {} to {}: {e}", built.display(), dest.display()));

@@ -3,6 +3,10 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "service",
+    // Exports are async so a guest runs as a future: its deadline can yield
+    // to other requests on the same thread, and WASI's async host calls
+    // never block inside the runtime. Imports stay synchronous.
+    exports: { default: async },
 });
 
 pub use berth::service::types::{Header, Request, Response};

@@ -5,7 +5,7 @@
 
 use crate::bindings::{Request, Response};
 use crate::capabilities::log::LogSink;
-use crate::runtime::{CallError, LoadedComponent};
+use crate::runtime::{CallError, LoadedComponent, TrapInfo};
 use crate::store::{Commit, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +18,8 @@ pub const MAX_ATTEMPTS: usize = 8;
 pub enum InvokeError {
     /// The component ran past its deadline (504).
     Timeout(Duration),
-    /// The component trapped (500). Holds the trap and its wasm backtrace.
-    Trap(String),
+    /// The component trapped (500).
+    Trap(TrapInfo),
     /// The writes could not be committed (503).
     Store(String),
     /// Other requests kept changing the same keys (503, retry later).
@@ -38,8 +38,8 @@ impl From<CallError> for InvokeError {
 /// Run `request` through `component` and return its response once every
 /// write it made is durable.
 ///
-/// The handler runs on the calling thread: it is synchronous wasm bounded by
-/// the component's deadline, and the commit is awaited without blocking.
+/// The guest runs as a future that yields at every epoch tick, bounded by the
+/// component's deadline; the commit is awaited without blocking.
 pub async fn invoke(
     component: &LoadedComponent,
     store: &Arc<dyn Store>,
@@ -48,7 +48,9 @@ pub async fn invoke(
 ) -> Result<Response, InvokeError> {
     let mut last_conflict = String::new();
     for _ in 0..MAX_ATTEMPTS {
-        let (response, batch) = component.call(store.clone(), log_sink.cloned(), request)?;
+        let (response, batch) = component
+            .call(store.clone(), log_sink.cloned(), request)
+            .await?;
         if batch.is_empty() {
             return Ok(response);
         }

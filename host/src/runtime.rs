@@ -6,15 +6,18 @@
 use crate::bindings::{Request, Response, Service, ServicePre};
 use crate::capabilities::kv::KvTxn;
 use crate::capabilities::log::LogSink;
+use crate::capabilities::stderr::CapturedStderr;
 use crate::store::{Store as KvStore, WriteBatch};
 use anyhow::{Context as _, anyhow};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-use wasmtime::component::{Component, Linker, ResourceTable};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Linker, ResourceTable};
+
+pub use wasmtime::component::Component;
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder, Trap,
+    StoreLimitsBuilder, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -83,7 +86,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         // Rust's std for wasm32-wasip2 imports WASI even if it never uses it;
         // the context each call gets grants nothing beyond clocks and random.
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow!("{e:?}"))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow!("{e:?}"))?;
         Service::add_to_linker::<_, wasmtime::component::HasSelf<Invocation>>(&mut linker, |s| s)
             .map_err(|e| anyhow!("{e:?}"))?;
         let ticker = EpochTicker::start(engine.clone())?;
@@ -101,12 +104,28 @@ impl Runtime {
         wasm: &[u8],
         limits: CallLimits,
     ) -> anyhow::Result<LoadedComponent> {
-        let component = Component::new(&self.engine, wasm)
+        let component = self.compile(name, wasm)?;
+        self.link(name, &component, limits)
+    }
+
+    /// Compile `wasm` to machine code; the slow step, done off the request path.
+    pub fn compile(&self, name: &str, wasm: &[u8]) -> anyhow::Result<Component> {
+        Component::new(&self.engine, wasm)
             .map_err(|e| anyhow!("{e:?}"))
-            .with_context(|| format!("component `{name}` is not a valid WebAssembly component"))?;
+            .with_context(|| format!("component `{name}` is not a valid WebAssembly component"))
+    }
+
+    /// Link a compiled component against the host's imports and check that
+    /// it exports the handler, ready to instantiate per request.
+    pub fn link(
+        &self,
+        name: &str,
+        component: &Component,
+        limits: CallLimits,
+    ) -> anyhow::Result<LoadedComponent> {
         let pre = self
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .map_err(|e| anyhow!("{e:#}"))
             .with_context(|| format!("component `{name}` needs imports Berth does not provide"))?;
         let pre = ServicePre::new(pre)
@@ -137,8 +156,23 @@ pub enum CallError {
     /// The guest ran past its deadline and was stopped.
     Timeout(Duration),
     /// The guest trapped (a panic, an out-of-bounds access, a failed grow...),
-    /// or could not be instantiated. The text holds the wasm backtrace.
-    Trap(String),
+    /// or could not be instantiated.
+    Trap(TrapInfo),
+}
+
+/// What is known about a trap.
+#[derive(Debug, Clone)]
+pub struct TrapInfo {
+    /// One line, safe to show a client, such as "wasm trap: wasm `unreachable` instruction executed".
+    pub reason: String,
+    /// The guest's stderr (a Rust panic message lands here) and the wasm backtrace.
+    pub details: String,
+}
+
+impl std::fmt::Display for TrapInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\n{}", self.reason, self.details)
+    }
 }
 
 /// The store data of one call: which component is running and what it may reach.
@@ -167,12 +201,13 @@ impl LoadedComponent {
 
     /// Run the handler in a fresh instance. On success, returns the response
     /// and the writes to commit before sending it.
-    pub fn call(
+    pub async fn call(
         &self,
         store: Arc<dyn KvStore>,
         log_sink: Option<Arc<dyn LogSink>>,
         request: &Request,
     ) -> Result<(Response, WriteBatch), CallError> {
+        let stderr = CapturedStderr::default();
         let invocation = Invocation {
             component: self.name.clone(),
             kv: KvTxn::new(store, self.name.clone()),
@@ -181,35 +216,52 @@ impl LoadedComponent {
                 .memory_size(self.limits.max_memory_bytes)
                 .instances(16)
                 .build(),
-            wasi: WasiCtx::builder().build(),
+            wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
             table: ResourceTable::new(),
         };
         let mut wasm_store = Store::new(&self.engine, invocation);
         wasm_store.limiter(|s| &mut s.limits);
-        let ticks = self
-            .limits
-            .timeout
-            .as_millis()
-            .div_ceil(EPOCH_TICK.as_millis())
-            .max(1);
-        wasm_store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        let instance: Service = self
-            .pre
-            .instantiate(&mut wasm_store)
-            .map_err(|e| self.classify(e))?;
-        let response = instance
-            .berth_service_handler()
-            .call_handle(&mut wasm_store, request)
-            .map_err(|e| self.classify(e))?;
-        let batch = wasm_store.into_data().kv.into_batch();
-        Ok((response, batch))
-    }
-
-    fn classify(&self, e: wasmtime::Error) -> CallError {
-        match e.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => CallError::Timeout(self.limits.timeout),
-            Some(_) => CallError::Trap(format!("{e:?}")),
-            None => CallError::Trap(format!("{e:?}")),
+        // At every epoch tick the guest yields, so a busy guest shares its
+        // thread with other requests; past the deadline it is interrupted.
+        let deadline = Instant::now() + self.limits.timeout;
+        wasm_store.set_epoch_deadline(1);
+        wasm_store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        let outcome = match self.pre.instantiate_async(&mut wasm_store).await {
+            Ok(instance) => {
+                let instance: Service = instance;
+                instance
+                    .berth_service_handler()
+                    .call_handle(&mut wasm_store, request)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let printed = stderr.text();
+        if !printed.is_empty() {
+            tracing::warn!(target: "component", component = &*self.name, "stderr: {printed}");
+        }
+        match outcome {
+            Ok(response) => Ok((response, wasm_store.into_data().kv.into_batch())),
+            Err(e) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
+                Err(CallError::Timeout(self.limits.timeout))
+            }
+            Err(e) => Err(CallError::Trap(TrapInfo {
+                reason: match e.downcast_ref::<Trap>() {
+                    Some(trap) => trap.to_string(),
+                    None => e.to_string().lines().next().unwrap_or("").to_string(),
+                },
+                details: if printed.is_empty() {
+                    format!("{e:?}")
+                } else {
+                    format!("{printed}\n{e:?}")
+                },
+            })),
         }
     }
 }

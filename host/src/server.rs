@@ -93,12 +93,16 @@ pub async fn serve(
         let app = app.clone();
         let config = config.clone();
         let in_flight = in_flight.clone();
+        let draining = draining.clone();
         let service = service_fn(move |req| {
             let app = app.clone();
             let config = config.clone();
             let in_flight = in_flight.clone();
+            let draining = draining.clone();
             async move {
-                Ok::<_, std::convert::Infallible>(handle(&app, &config, &in_flight, req).await)
+                Ok::<_, std::convert::Infallible>(
+                    handle(&app, &config, &in_flight, &draining, req).await,
+                )
             }
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
@@ -125,8 +129,22 @@ async fn handle(
     app: &App,
     config: &ServerConfig,
     in_flight: &Semaphore,
+    draining: &AtomicBool,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    match req.uri().path() {
+        "/healthz" => return json(StatusCode::OK, serde_json::json!({ "status": "ok" })),
+        // Everything is loaded before the port opens, so the only time the
+        // server is up but not ready is while it drains.
+        "/readyz" if draining.load(Ordering::Relaxed) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "draining: the server is shutting down",
+            );
+        }
+        "/readyz" => return json(StatusCode::OK, serde_json::json!({ "status": "ready" })),
+        _ => {}
+    }
     let Some(component) = app.component_for(req.uri().path()) else {
         return error(
             StatusCode::NOT_FOUND,
@@ -278,11 +296,10 @@ fn invoke_error(component: &str, e: InvokeError) -> Response<Body> {
             )
         }
         InvokeError::Trap(trap) => {
-            tracing::error!(component, "component trapped: {trap}");
-            let first_line = trap.lines().next().unwrap_or("trap");
+            tracing::error!(component, "component trapped: {}", trap.details);
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("component `{component}` failed: {first_line}"),
+                &format!("component `{component}` failed: {}", trap.reason),
             )
         }
         InvokeError::Store(e) => {

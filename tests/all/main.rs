@@ -3,6 +3,7 @@
 
 mod cli;
 mod durability;
+mod faults;
 mod http;
 mod orders;
 mod support;

@@ -6,6 +6,7 @@
 
 pub mod kv;
 pub mod log;
+pub mod stderr;
 
 /// `berth:service/types` holds only records, so there is nothing to implement.
 impl crate::bindings::berth::service::types::Host for crate::runtime::Invocation {}

@@ -1,0 +1,382 @@
+//! Unit tests for Berth components, in plain `cargo test`: load the compiled
+//! component, send it requests, and inspect its responses, its key-value
+//! namespace and its log lines. The component runs under the same wasmtime
+//! runtime and the same request path as in `berth serve`; only the store is
+//! in memory, fresh for each [`TestComponent`], so tests run in parallel.
+//!
+//! ```no_run
+//! use berth_test::TestComponent;
+//! use serde_json::json;
+//!
+//! let users = TestComponent::builtin("users").unwrap();
+//! let created = users.post("/users").json(&json!({"name": "Ann"})).send().unwrap();
+//! assert_eq!(created.status, 201);
+//! assert_eq!(created.json()["name"], "Ann");
+//! ```
+
+use berth::bindings::berth::service::log::Level;
+use berth::bindings::{Header, Request};
+use berth::capabilities::log::LogSink;
+use berth::dispatch::{self, InvokeError};
+use berth::runtime::{CallLimits, Component, EngineConfig, LoadedComponent, Runtime};
+use berth::store::{MemoryStore, Store};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// The deadline a test component gets unless [`TestComponent::with_timeout`] says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_MEMORY: usize = 64 * 1024 * 1024;
+
+/// Why a request produced no response.
+#[derive(Debug)]
+pub enum Error {
+    /// The component trapped. `details` holds its stderr (where a Rust panic
+    /// message lands) and the wasm backtrace.
+    Trap { reason: String, details: String },
+    /// The component ran past its deadline and was stopped.
+    Timeout(Duration),
+    /// The writes could not be committed.
+    Store(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Trap { reason, details } => write!(f, "component trapped: {reason}\n{details}"),
+            Error::Timeout(t) => write!(f, "component did not answer within {} ms", t.as_millis()),
+            Error::Store(e) => write!(f, "store failure: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// One log line a component wrote through `berth:service/log`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub level: Level,
+    pub message: String,
+}
+
+/// A component loaded for testing, with its own in-memory store and log.
+pub struct TestComponent {
+    name: String,
+    component: LoadedComponent,
+    store: Arc<MemoryStore>,
+    logs: Arc<LogCapture>,
+    wasm: Arc<Component>,
+    /// Drives the commit future; components themselves run synchronously.
+    executor: tokio::runtime::Runtime,
+}
+
+impl TestComponent {
+    /// The workspace's build of a built-in component: `users` or `orders`.
+    pub fn builtin(name: &str) -> anyhow::Result<TestComponent> {
+        let wasm = berth::builtin::wasm(name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no built-in component `{name}`; built-ins are: {}",
+                berth::builtin::NAMES.join(", ")
+            )
+        })?;
+        TestComponent::from_bytes(name, wasm)
+    }
+
+    /// A component from a `.wasm` file; its namespace is the file's stem.
+    pub fn from_file(path: impl AsRef<Path>) -> anyhow::Result<TestComponent> {
+        let path = path.as_ref();
+        let wasm =
+            std::fs::read(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("component")
+            .replace('_', "-");
+        TestComponent::from_bytes(&name, &wasm)
+    }
+
+    /// A guest component the workspace build produced, test-only ones
+    /// included (such as `misbehave`).
+    pub fn workspace(name: &str) -> anyhow::Result<TestComponent> {
+        TestComponent::from_file(Path::new(berth::builtin::GUEST_DIR).join(format!("{name}.wasm")))
+    }
+
+    /// A component from wasm bytes, under the namespace `name`.
+    pub fn from_bytes(name: &str, wasm: &[u8]) -> anyhow::Result<TestComponent> {
+        let compiled = compiled(name, wasm)?;
+        TestComponent::link(name, compiled, DEFAULT_TIMEOUT)
+    }
+
+    fn link(name: &str, wasm: Arc<Component>, timeout: Duration) -> anyhow::Result<TestComponent> {
+        let limits = CallLimits {
+            timeout,
+            max_memory_bytes: DEFAULT_MEMORY,
+        };
+        let component = runtime()?.link(name, &wasm, limits)?;
+        let executor = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(TestComponent {
+            name: name.to_string(),
+            component,
+            store: Arc::new(MemoryStore::new()),
+            logs: Arc::new(LogCapture::default()),
+            wasm,
+            executor,
+        })
+    }
+
+    /// The same component with a different deadline per request. The store
+    /// and the captured log start empty.
+    pub fn with_timeout(self, timeout: Duration) -> anyhow::Result<TestComponent> {
+        TestComponent::link(&self.name, self.wasm, timeout)
+    }
+
+    /// Start a request; finish it with [`RequestBuilder::send`].
+    pub fn request(&self, method: &str, path: &str) -> RequestBuilder<'_> {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        RequestBuilder {
+            component: self,
+            request: Request {
+                method: method.to_ascii_uppercase(),
+                path: path.to_string(),
+                query: query.to_string(),
+                headers: Vec::new(),
+                body: Vec::new(),
+            },
+        }
+    }
+
+    pub fn get(&self, path: &str) -> RequestBuilder<'_> {
+        self.request("GET", path)
+    }
+
+    pub fn post(&self, path: &str) -> RequestBuilder<'_> {
+        self.request("POST", path)
+    }
+
+    pub fn put(&self, path: &str) -> RequestBuilder<'_> {
+        self.request("PUT", path)
+    }
+
+    pub fn patch(&self, path: &str) -> RequestBuilder<'_> {
+        self.request("PATCH", path)
+    }
+
+    pub fn delete(&self, path: &str) -> RequestBuilder<'_> {
+        self.request("DELETE", path)
+    }
+
+    /// The committed value of `key` in the component's namespace.
+    pub fn kv_get(&self, key: &str) -> Option<Vec<u8>> {
+        self.store
+            .get(&self.name, key)
+            .expect("the memory store does not fail")
+    }
+
+    /// The committed value of `key`, parsed as JSON; panics if it is not JSON.
+    pub fn kv_get_json(&self, key: &str) -> Option<Value> {
+        self.kv_get(key).map(|raw| {
+            serde_json::from_slice(&raw).unwrap_or_else(|e| {
+                panic!(
+                    "value of `{key}` is not JSON ({e}): {}",
+                    String::from_utf8_lossy(&raw)
+                )
+            })
+        })
+    }
+
+    /// Store `value` under `key` before the component runs.
+    pub fn kv_set(&self, key: &str, value: impl AsRef<[u8]>) {
+        self.store.put(&self.name, key, value.as_ref());
+    }
+
+    /// Store `value` as JSON under `key`.
+    pub fn kv_set_json(&self, key: &str, value: &impl Serialize) {
+        self.kv_set(key, serde_json::to_vec(value).expect("serialisable value"));
+    }
+
+    /// Every key in the component's namespace, in order.
+    pub fn kv_keys(&self) -> Vec<String> {
+        self.store
+            .entries(&self.name)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// The log lines written so far.
+    pub fn logs(&self) -> Vec<LogLine> {
+        self.logs
+            .lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn send(&self, request: &Request) -> Result<TestResponse, Error> {
+        let store: Arc<dyn Store> = self.store.clone();
+        let sink: Arc<dyn LogSink> = self.logs.clone();
+        let outcome = self.executor.block_on(dispatch::invoke(
+            &self.component,
+            &store,
+            Some(&sink),
+            request,
+        ));
+        match outcome {
+            Ok(response) => Ok(TestResponse {
+                status: response.status,
+                headers: response
+                    .headers
+                    .into_iter()
+                    .map(|h| (h.name, h.value))
+                    .collect(),
+                body: response.body,
+            }),
+            Err(InvokeError::Trap(trap)) => Err(Error::Trap {
+                reason: trap.reason,
+                details: trap.details,
+            }),
+            Err(InvokeError::Timeout(t)) => Err(Error::Timeout(t)),
+            Err(InvokeError::Store(e) | InvokeError::Contention(e)) => Err(Error::Store(e)),
+        }
+    }
+}
+
+/// A request being put together.
+pub struct RequestBuilder<'a> {
+    component: &'a TestComponent,
+    request: Request,
+}
+
+impl RequestBuilder<'_> {
+    /// Add a header (the name is lower-cased, as the host does).
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.request.headers.push(Header {
+            name: name.to_ascii_lowercase(),
+            value: value.to_string(),
+        });
+        self
+    }
+
+    /// Set the raw query string (without `?`).
+    pub fn query(mut self, query: &str) -> Self {
+        self.request.query = query.to_string();
+        self
+    }
+
+    /// Send `value` as a JSON body with `content-type: application/json`.
+    pub fn json(self, value: &impl Serialize) -> Self {
+        let body = serde_json::to_vec(value).expect("serialisable value");
+        self.header("content-type", "application/json").body(body)
+    }
+
+    /// Set the raw body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.request.body = body.into();
+        self
+    }
+
+    /// Run the request through the component and commit its writes.
+    pub fn send(self) -> Result<TestResponse, Error> {
+        self.component.send(&self.request)
+    }
+}
+
+/// What the component answered.
+#[derive(Debug, Clone)]
+pub struct TestResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl TestResponse {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as UTF-8 text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as a JSON value; panics with the body if it is not JSON.
+    pub fn json(&self) -> Value {
+        self.json_as()
+    }
+
+    /// The body parsed into `T`; panics with the body if it does not parse.
+    pub fn json_as<T: DeserializeOwned>(&self) -> T {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "response body is not the expected JSON ({e}): {}",
+                self.text()
+            )
+        })
+    }
+
+    /// The `error` message of a `{"error": "..."}` body.
+    pub fn error(&self) -> String {
+        let body = self.json();
+        match body["error"].as_str() {
+            Some(message) => message.to_string(),
+            None => panic!("no `error` string in {body}"),
+        }
+    }
+}
+
+#[derive(Default)]
+struct LogCapture {
+    lines: Mutex<Vec<LogLine>>,
+}
+
+impl LogSink for LogCapture {
+    fn record(&self, _component: &str, level: Level, message: &str) {
+        self.lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(LogLine {
+                level,
+                message: message.to_string(),
+            });
+    }
+}
+
+/// One engine for every test in the process: creating it is cheap, but
+/// compiling a component is not, so compiled components are cached too.
+fn runtime() -> anyhow::Result<&'static Runtime> {
+    static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let config = EngineConfig {
+                max_instances: 64,
+                max_memory_bytes: DEFAULT_MEMORY,
+            };
+            Runtime::new(&config).map_err(|e| format!("{e:#}"))
+        })
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn compiled(name: &str, wasm: &[u8]) -> anyhow::Result<Arc<Component>> {
+    static CACHE: OnceLock<Mutex<HashMap<Vec<u8>, Arc<Component>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(hit) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(wasm) {
+        return Ok(hit.clone());
+    }
+    let component = Arc::new(runtime()?.compile(name, wasm)?);
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(wasm.to_vec(), component.clone());
+    Ok(component)
+}

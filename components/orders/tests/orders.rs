@@ -1,0 +1,151 @@
+//! Unit tests of the orders component: the compiled wasm, run under
+//! wasmtime by berth-test, with no HTTP server and an in-memory store.
+
+use berth_test::TestComponent;
+use serde_json::json;
+
+fn orders() -> TestComponent {
+    TestComponent::builtin("orders").expect("loading the orders component")
+}
+
+#[test]
+fn seeds_the_sample_orders() {
+    let orders = orders();
+    let reply = orders.get("/orders").send().unwrap();
+    assert_eq!(
+        reply.json(),
+        json!([
+            {"id": 1, "user_id": 1, "status": "pending"},
+            {"id": 2, "user_id": 2, "status": "completed"}
+        ])
+    );
+}
+
+#[test]
+fn allocates_ids_and_defaults_to_pending() {
+    let orders = orders();
+    let reply = orders
+        .post("/orders")
+        .json(&json!({"user_id": 1}))
+        .send()
+        .unwrap();
+    assert_eq!(reply.status, 201);
+    assert_eq!(
+        reply.json(),
+        json!({"id": 3, "user_id": 1, "status": "pending"})
+    );
+    assert_eq!(
+        orders.kv_get_json("order/00000000000000000003"),
+        Some(json!({"id": 3, "user_id": 1, "status": "pending"}))
+    );
+}
+
+#[test]
+fn a_duplicate_id_is_409() {
+    let orders = orders();
+    let reply = orders
+        .post("/orders")
+        .json(&json!({"id": 1, "user_id": 2}))
+        .send()
+        .unwrap();
+    assert_eq!(reply.status, 409);
+    assert_eq!(reply.error(), "order 1 already exists");
+}
+
+#[test]
+fn status_moves_only_out_of_pending() {
+    let orders = orders();
+    let to = |id: u64, status: &str| {
+        orders
+            .patch(&format!("/orders/{id}"))
+            .json(&json!({"status": status}))
+            .send()
+            .unwrap()
+    };
+    assert_eq!(to(1, "cancelled").json()["status"], "cancelled");
+    let reply = to(1, "completed");
+    assert_eq!(reply.status, 409);
+    assert_eq!(
+        reply.error(),
+        "order 1 is cancelled and can no longer change to completed"
+    );
+    let reply = to(2, "pending");
+    assert_eq!(reply.status, 409);
+    assert_eq!(
+        reply.error(),
+        "order 2 is completed and can no longer change to pending"
+    );
+    assert_eq!(to(2, "completed").status, 200, "no change is not a change");
+    let reply = to(2, "shipped");
+    assert_eq!(reply.status, 400);
+    assert_eq!(
+        reply.error(),
+        "unknown status `shipped`: expected pending, completed or cancelled"
+    );
+    assert_eq!(
+        orders.kv_get_json("order/00000000000000000001").unwrap()["status"],
+        "cancelled"
+    );
+}
+
+#[test]
+fn filters_by_user_id() {
+    let orders = orders();
+    orders
+        .post("/orders")
+        .json(&json!({"user_id": 2, "status": "cancelled"}))
+        .send()
+        .unwrap();
+    let reply = orders.get("/orders?user_id=2").send().unwrap();
+    let ids: Vec<u64> = reply
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![2, 3]);
+    assert_eq!(
+        orders
+            .get("/orders")
+            .query("user_id=0")
+            .send()
+            .unwrap()
+            .status,
+        400
+    );
+}
+
+#[test]
+fn validation_errors() {
+    let orders = orders();
+    let reply = orders
+        .post("/orders")
+        .json(&json!({"status": "pending"}))
+        .send()
+        .unwrap();
+    assert_eq!(
+        (reply.status, reply.error()),
+        (400, "missing field `user_id`".to_string())
+    );
+    let reply = orders
+        .post("/orders")
+        .json(&json!({"user_id": 1, "status": "lost"}))
+        .send()
+        .unwrap();
+    assert_eq!(reply.status, 400);
+    let reply = orders.put("/orders/1").json(&json!({})).send().unwrap();
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.header("allow"), Some("GET, PATCH, DELETE"));
+    let reply = orders
+        .post("/orders")
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .unwrap();
+    assert_eq!(reply.status, 415);
+    assert_eq!(
+        orders.get("/orders/999").send().unwrap().error(),
+        "order 999 does not exist"
+    );
+}

@@ -1,0 +1,56 @@
+//! A hostile component for tests: each path picks a way to misbehave, so one
+//! build covers every failure the host must contain.
+
+use berth_sdk::http;
+use berth_sdk::{Handler, Level, Request, Response, kv, log};
+
+struct Misbehave;
+
+impl Handler for Misbehave {
+    fn handle(request: Request) -> Response {
+        let path = request.path.clone();
+        match path.as_str() {
+            "/misbehave/ok" => {
+                log(Level::Info, "all is well");
+                http::json(200, &"ok")
+            }
+            "/misbehave/panic" => panic!("boom: this component always panics"),
+            "/misbehave/loop" => loop {
+                std::hint::black_box(());
+            },
+            "/misbehave/memory" => {
+                // Keep allocating until the host's memory cap stops us.
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1024 * 1024]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "/misbehave/recurse" => {
+                let depth = recurse(std::hint::black_box(1));
+                http::json(200, &depth)
+            }
+            "/misbehave/big" => Response {
+                status: 200,
+                headers: Vec::new(),
+                body: vec![b'x'; 100 * 1024 * 1024],
+            },
+            "/misbehave/hammer" => loop {
+                let _ = kv::set("hammer", b"x");
+                let _ = kv::get("hammer");
+            },
+            _ => http::error(404, "unknown misbehaviour"),
+        }
+    }
+}
+
+fn recurse(n: u64) -> u64 {
+    let frame = std::hint::black_box([n; 64]);
+    if frame[0] == 0 {
+        0
+    } else {
+        recurse(frame[1] + 1) + 1
+    }
+}
+
+berth_sdk::export!(Misbehave);
