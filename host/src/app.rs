@@ -8,13 +8,17 @@ use crate::router::Router;
 use crate::runtime::{CallLimits, LoadedComponent, Runtime};
 use crate::store::Store;
 use anyhow::{Context as _, bail};
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The loaded services of one manifest.
 pub struct App {
     pub router: Router,
-    pub components: HashMap<String, LoadedComponent>,
+    /// The live version of each component. A request takes an `Arc` of the
+    /// version current when it starts and finishes on it, whatever is
+    /// swapped in meanwhile.
+    components: HashMap<String, ArcSwap<LoadedComponent>>,
     pub store: Arc<dyn Store>,
 }
 
@@ -34,7 +38,7 @@ impl App {
                 max_memory_bytes: spec.max_memory_bytes,
             };
             let loaded = runtime.load(name, &wasm, limits)?;
-            components.insert(name.clone(), loaded);
+            components.insert(name.clone(), ArcSwap::from_pointee(loaded));
             routes.extend(spec.routes.iter().map(|r| (r.clone(), name.clone())));
         }
         Ok(App {
@@ -44,11 +48,29 @@ impl App {
         })
     }
 
-    /// The component serving `path`, if any.
-    pub fn component_for(&self, path: &str) -> Option<&LoadedComponent> {
+    /// The current version of the component serving `path`, if any.
+    pub fn component_for(&self, path: &str) -> Option<Arc<LoadedComponent>> {
         self.router
             .route(path)
-            .and_then(|name| self.components.get(name))
+            .and_then(|name| self.component(name))
+    }
+
+    /// The current version of component `name`.
+    pub fn component(&self, name: &str) -> Option<Arc<LoadedComponent>> {
+        self.components.get(name).map(|slot| slot.load_full())
+    }
+
+    /// The names of every component, in no particular order.
+    pub fn component_names(&self) -> impl Iterator<Item = &str> {
+        self.components.keys().map(String::as_str)
+    }
+
+    /// Make `next` the version new requests of component `name` get, and
+    /// return the version it replaced. `None` if there is no such component.
+    pub fn swap(&self, name: &str, next: LoadedComponent) -> Option<Arc<LoadedComponent>> {
+        self.components
+            .get(name)
+            .map(|slot| slot.swap(Arc::new(next)))
     }
 }
 

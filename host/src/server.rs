@@ -166,7 +166,7 @@ async fn handle(
         Err(response) => return response,
     };
     let name = component.name().clone();
-    match dispatch::invoke(component, &app.store, None, &request).await {
+    match dispatch::invoke(&component, &app.store, None, &request).await {
         Ok(response) => write_response(&name, response, config.max_response_bytes),
         Err(e) => invoke_error(&name, e),
     }
