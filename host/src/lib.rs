@@ -2,6 +2,7 @@
 //! the components a manifest names, routes HTTP requests to them, and gives
 //! each a private, durable key-value namespace. See ARCHITECTURE.md.
 
+pub mod admin;
 pub mod app;
 pub mod bindings;
 pub mod builtin;
@@ -12,3 +13,4 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod store;
+pub mod watch;

@@ -1,11 +1,13 @@
 //! The `berth` command line: parse arguments, load everything, bind, serve.
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
+use berth::admin::{self, AdminConfig, AdminToken};
 use berth::app::App;
 use berth::manifest::Manifest;
 use berth::runtime::{EngineConfig, Runtime};
 use berth::server::{self, ServerConfig};
 use berth::store::SqliteStore;
+use berth::watch;
 use clap::{Parser, Subcommand};
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -52,7 +54,33 @@ struct ServeArgs {
     /// Seconds to let in-flight requests finish after SIGTERM or Ctrl-C.
     #[arg(long, default_value_t = 20)]
     drain_timeout_secs: u64,
+    /// Watch each component's wasm file and hot-swap a new build in once it
+    /// has settled. A file that fails to compile or is not a `service`
+    /// component is rejected (and logged); the old version keeps serving.
+    #[arg(long)]
+    watch: bool,
+    /// Serve the admin API (list, upload, roll back components) on this
+    /// address, e.g. 127.0.0.1:9090. Off unless given. Once ready, berth
+    /// prints `admin listening on http://IP:PORT` after the `listening on`
+    /// line. Requests need `Authorization: Bearer <token>`, the token coming
+    /// from --admin-token-file or the BERTH_ADMIN_TOKEN environment variable.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// File holding the admin token (surrounding whitespace ignored); takes
+    /// precedence over BERTH_ADMIN_TOKEN.
+    #[arg(long, value_name = "FILE", requires = "admin")]
+    admin_token_file: Option<PathBuf>,
+    /// Allow --admin on an address other than loopback. The admin API
+    /// replaces running code: only expose it on a trusted network.
+    #[arg(long, requires = "admin")]
+    admin_allow_remote: bool,
+    /// Largest wasm the admin API accepts, in bytes; larger uploads get 413.
+    #[arg(long, default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
+    admin_max_wasm_bytes: usize,
 }
+
+/// The environment variable that holds the admin token.
+const ADMIN_TOKEN_ENV: &str = "BERTH_ADMIN_TOKEN";
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -93,6 +121,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_instances: u32::try_from(args.max_in_flight).unwrap_or(u32::MAX).max(1),
         max_memory_bytes: max_memory,
     };
+    let admin_config = admin_config(&args)?;
     let runtime = Runtime::new(&engine_config)?;
     let store = Arc::new(SqliteStore::open(&args.data)?);
     let app = Arc::new(App::load(&manifest, &runtime, store.clone())?);
@@ -114,14 +143,84 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 args.listen
             )
         })?;
+        let admin_listener = match (args.admin, &admin_config) {
+            (Some(addr), Some(_)) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr} for the admin API: is another server using it? Pick another address with --admin, or port 0 for any free port")
+            })?),
+            _ => None,
+        };
         let addr = listener.local_addr()?;
-        println!("listening on http://{addr}");
-        std::io::stdout().flush()?;
-        server::serve(listener, app, config, shutdown_signal()).await
+        let mut stdout = std::io::stdout();
+        writeln!(stdout, "listening on http://{addr}")?;
+        stdout.flush()?;
+        // Every part stops on the one signal: the receivers all see it.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        let admin = match (admin_listener, admin_config) {
+            (Some(admin_listener), Some(admin_config)) => {
+                let admin_addr = admin_listener.local_addr()?;
+                writeln!(stdout, "admin listening on http://{admin_addr}")?;
+                stdout.flush()?;
+                Some(tokio::spawn(admin::serve(
+                    admin_listener,
+                    app.clone(),
+                    admin_config,
+                    stopped(stop_rx.clone()),
+                )))
+            }
+            _ => None,
+        };
+        let watcher = args
+            .watch
+            .then(|| tokio::spawn(watch::watch(app.clone(), stopped(stop_rx.clone()))));
+        let served = server::serve(listener, app, config, stopped(stop_rx)).await;
+        if let Some(admin) = admin {
+            admin.await.context("the admin server panicked")??;
+        }
+        if let Some(watcher) = watcher {
+            watcher.await.context("the file watcher panicked")?;
+        }
+        served
     })?;
     store.close();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The admin API's settings, checked before anything binds: a token is
+/// required, and a non-loopback address needs --admin-allow-remote.
+fn admin_config(args: &ServeArgs) -> anyhow::Result<Option<AdminConfig>> {
+    let Some(addr) = args.admin else {
+        return Ok(None);
+    };
+    if !addr.ip().is_loopback() && !args.admin_allow_remote {
+        bail!(
+            "refusing to serve the admin API on {addr}, which is not a loopback address: anyone who reaches it with the token can replace running code. Use 127.0.0.1, or pass --admin-allow-remote on a trusted network"
+        );
+    }
+    let secret = match &args.admin_token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the admin token file {}", path.display()))?,
+        None => match std::env::var(ADMIN_TOKEN_ENV) {
+            Ok(token) => token,
+            Err(_) => bail!(
+                "--admin needs a token: set {ADMIN_TOKEN_ENV} or pass --admin-token-file FILE"
+            ),
+        },
+    };
+    let token = AdminToken::new(&secret).context("--admin needs a token")?;
+    let mut config = AdminConfig::new(token);
+    config.max_wasm_bytes = args.admin_max_wasm_bytes;
+    config.drain_timeout = Duration::from_secs(args.drain_timeout_secs);
+    Ok(Some(config))
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

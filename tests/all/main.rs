@@ -7,4 +7,5 @@ mod faults;
 mod http;
 mod orders;
 mod support;
+mod swap;
 mod users;

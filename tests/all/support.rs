@@ -239,3 +239,125 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).expect("writing a test file");
     path
 }
+
+/// What a server started with [`Berth::start_logged`] wrote to stderr.
+#[derive(Clone, Default)]
+pub struct Logs(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl Logs {
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Wait until a log line contains every one of `needles`; false if none
+    /// has within `timeout`.
+    pub fn wait_for_line(&self, needles: &[&str], timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self
+                .text()
+                .lines()
+                .any(|line| needles.iter().all(|n| line.contains(n)))
+            {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Berth {
+    /// Like [`Berth::start_with`], with extra environment variables and the
+    /// server's stderr captured (and still echoed) so a test can read its log.
+    pub fn start_logged(data: &Path, args: &[&str], env: &[(&str, &str)]) -> (Berth, Logs) {
+        let mut child = Command::new(BERTH)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning berth");
+        let logs = Logs::default();
+        let stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines() {
+                let Ok(line) = line else { break };
+                eprintln!("{line}");
+                let mut text = sink.0.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let (tx, rx) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = stdout.read_line(&mut line);
+            let _ = tx.send(line);
+            stdout
+        });
+        let Ok(line) = rx.recv_timeout(START_TIMEOUT) else {
+            let _ = child.kill();
+            panic!("berth printed nothing within {START_TIMEOUT:?}");
+        };
+        let stdout = reader.join().expect("reader thread");
+        let Some(addr) = line.trim().strip_prefix("listening on http://") else {
+            let status = child.wait();
+            panic!(
+                "unexpected first line {line:?} from berth (exit: {status:?}); stderr:\n{}",
+                logs.text()
+            )
+        };
+        let berth = Berth {
+            addr: addr.parse().expect("address in the listening line"),
+            child,
+            _stdout: stdout,
+        };
+        (berth, logs)
+    }
+
+    /// The next line the server prints on stdout, without its newline
+    /// (empty once stdout is closed).
+    pub fn next_line(&mut self) -> String {
+        let mut line = String::new();
+        let _ = self._stdout.read_line(&mut line);
+        line.trim_end().to_string()
+    }
+}
+
+/// Send one request to `addr` (over a new connection) and parse the reply.
+pub fn request_at(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+    let mut raw = head.into_bytes();
+    raw.extend_from_slice(body);
+    let mut stream = TcpStream::connect(addr).expect("connecting to berth");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    stream.write_all(&raw).expect("sending request");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("reading response");
+    Reply::parse(&response)
+}
+
+/// Parse a raw HTTP response, as the helpers above do.
+pub fn parse_reply(raw: &[u8]) -> Reply {
+    Reply::parse(raw)
+}

@@ -1,0 +1,368 @@
+//! The admin API, on its own listener: list components with their versions,
+//! upload a new version (validated, then swapped in while serving), and roll
+//! back. Every request needs `Authorization: Bearer <token>`.
+
+use crate::app::{App, ComponentInfo, SwapError, VersionInfo};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{
+    ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE,
+};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Limits and credentials of the admin listener.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub token: AdminToken,
+    /// Largest wasm upload; larger ones get 413, before reading if declared.
+    pub max_wasm_bytes: usize,
+    /// Open admin connections at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// How long shutdown waits for admin requests (an upload compiling).
+    pub drain_timeout: Duration,
+}
+
+impl AdminConfig {
+    pub fn new(token: AdminToken) -> AdminConfig {
+        AdminConfig {
+            token,
+            max_wasm_bytes: 64 * 1024 * 1024,
+            max_connections: 16,
+            header_read_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// The admin bearer token. Only its SHA-256 is kept, so comparing takes the
+/// same time whatever the length or content of what a client sends.
+#[derive(Clone)]
+pub struct AdminToken([u8; 32]);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
+}
+
+impl AdminToken {
+    /// A token from its secret text; surrounding whitespace (a file's final
+    /// newline) is not part of it.
+    pub fn new(secret: &str) -> anyhow::Result<AdminToken> {
+        let secret = secret.trim();
+        if secret.is_empty() {
+            anyhow::bail!("the admin token is empty; use a long random string");
+        }
+        Ok(AdminToken(Sha256::digest(secret.as_bytes()).into()))
+    }
+
+    /// Whether `presented` is the token, in time independent of where
+    /// they differ: equal-length digests, every byte compared.
+    pub fn matches(&self, presented: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let diff = digest
+            .iter()
+            .zip(self.0.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        std::hint::black_box(diff) == 0
+    }
+}
+
+type Body = Full<Bytes>;
+
+/// Serve the admin API for `app` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    config: AdminConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit?,
+            () = &mut shutdown => break,
+        };
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let app = app.clone();
+        let config = config.clone();
+        let service = service_fn(move |req| {
+            let app = app.clone();
+            let config = config.clone();
+            async move { Ok::<_, std::convert::Infallible>(handle(&app, &config, req).await) }
+        });
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "admin connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(config.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("admin drain timeout passed with requests still running");
+    }
+    Ok(())
+}
+
+async fn handle(app: &App, config: &AdminConfig, req: Request<Incoming>) -> Response<Body> {
+    if !authorized(&config.token, &req) {
+        let mut response = error(
+            StatusCode::UNAUTHORIZED,
+            "the admin API needs `Authorization: Bearer <token>` with the token berth was started with",
+        );
+        response
+            .headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["components"] => match *req.method() {
+            Method::GET => json(StatusCode::OK, list(app)),
+            _ => method_not_allowed(req.method(), "GET"),
+        },
+        ["components", name] if !name.is_empty() => match *req.method() {
+            Method::PUT => upload(app, config, name, req).await,
+            _ => method_not_allowed(req.method(), "PUT"),
+        },
+        ["components", name, "rollback"] if !name.is_empty() => match *req.method() {
+            Method::POST => match app.rollback(name) {
+                Ok(version) => {
+                    tracing::info!(component = *name, version = %version.sha256, "rolled back");
+                    json(
+                        StatusCode::OK,
+                        json!({ "name": name, "version": version_json(&version) }),
+                    )
+                }
+                Err(e) => swap_error(&e),
+            },
+            _ => method_not_allowed(req.method(), "POST"),
+        },
+        _ => error(
+            StatusCode::NOT_FOUND,
+            &format!("no admin route at {path}; see GET /components"),
+        ),
+    }
+}
+
+fn authorized(token: &AdminToken, req: &Request<Incoming>) -> bool {
+    let Some(value) = req.headers().get(AUTHORIZATION) else {
+        return false;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    match value.split_once(' ') {
+        Some((scheme, presented)) if scheme.eq_ignore_ascii_case("bearer") => {
+            token.matches(presented.trim())
+        }
+        _ => false,
+    }
+}
+
+fn list(app: &App) -> Value {
+    Value::Array(app.components().iter().map(component_json).collect())
+}
+
+fn component_json(c: &ComponentInfo) -> Value {
+    json!({
+        "name": c.name,
+        "routes": c.routes,
+        "version": c.live.sha256,
+        "loaded_at": rfc3339(c.live.loaded_at),
+        "can_roll_back": c.previous.is_some(),
+        "previous": c.previous.as_ref().map(version_json),
+    })
+}
+
+fn version_json(v: &VersionInfo) -> Value {
+    json!({ "version": v.sha256, "loaded_at": rfc3339(v.loaded_at) })
+}
+
+/// `PUT /components/{name}`: read the wasm (bounded), validate, swap.
+async fn upload(
+    app: &App,
+    config: &AdminConfig,
+    name: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    if app.component(name).is_none() {
+        return swap_error(&SwapError::UnknownComponent(name.to_string()));
+    }
+    let max = config.max_wasm_bytes;
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "the wasm exceeds the admin upload limit of {max} bytes (--admin-max-wasm-bytes)"
+            ),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        return too_large();
+    }
+    let wasm = match Limited::new(req.into_body(), max).collect().await {
+        Ok(collected) => collected.to_bytes().to_vec(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return too_large();
+        }
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("could not read the request body: {e}"),
+            );
+        }
+    };
+    match app.replace(name, wasm).await {
+        Ok(replaced) => {
+            if replaced.swapped {
+                tracing::info!(component = name, version = %replaced.version.sha256, "swapped in an uploaded version");
+            }
+            json(
+                StatusCode::OK,
+                json!({
+                    "name": name,
+                    "version": replaced.version.sha256,
+                    "loaded_at": rfc3339(replaced.version.loaded_at),
+                    "swapped": replaced.swapped,
+                }),
+            )
+        }
+        Err(e) => {
+            tracing::warn!(
+                component = name,
+                "rejected an uploaded version; the old version keeps serving: {e}"
+            );
+            swap_error(&e)
+        }
+    }
+}
+
+fn swap_error(e: &SwapError) -> Response<Body> {
+    let status = match e {
+        SwapError::UnknownComponent(_) => StatusCode::NOT_FOUND,
+        SwapError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        SwapError::NoPrevious(_) => StatusCode::CONFLICT,
+    };
+    error(status, &e.to_string())
+}
+
+fn method_not_allowed(method: &Method, allow: &'static str) -> Response<Body> {
+    let mut response = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("method {method} is not allowed here; allowed: {allow}"),
+    );
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    json(status, json!({ "error": message }))
+}
+
+fn json(status: StatusCode, value: Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// `time` as RFC 3339 in UTC, to the second, such as `2026-11-27T02:35:53Z`.
+pub fn rfc3339(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339() {
+        let check = |secs: u64, expected: &str| {
+            let t = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            assert_eq!(rfc3339(t), expected);
+        };
+        check(0, "1970-01-01T00:00:00Z");
+        check(951_782_400, "2000-02-29T00:00:00Z");
+        check(1_795_754_153, "2026-11-27T04:35:53Z");
+        check(4_107_542_399, "2100-02-28T23:59:59Z");
+    }
+
+    #[test]
+    fn token_matches_only_itself() {
+        let token = AdminToken::new("s3cret\n").unwrap();
+        assert!(token.matches("s3cret"));
+        assert!(!token.matches("s3cre"));
+        assert!(!token.matches("s3cret2"));
+        assert!(!token.matches(""));
+        assert!(AdminToken::new("  \n").is_err());
+    }
+}
