@@ -14,19 +14,25 @@
 //! assert_eq!(created.json()["name"], "Ann");
 //! ```
 
+use berth::bindings::Response;
 use berth::bindings::berth::service::log::Level;
+use berth::bindings::berth::service::services::CallError;
 use berth::bindings::{Header, Request};
 use berth::capabilities::log::LogSink;
+use berth::capabilities::services::{Caller, Services};
 use berth::dispatch::{self, InvokeError};
+use berth::runtime::CallEnv;
 use berth::runtime::{CallLimits, Component, EngineConfig, LoadedComponent, Runtime};
-use berth::store::{MemoryStore, Store};
+use berth::store::{Delivery, MemoryStore, Store};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The deadline a test component gets unless [`TestComponent::with_timeout`] says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,7 +76,10 @@ pub struct TestComponent {
     store: Arc<MemoryStore>,
     logs: Arc<LogCapture>,
     wasm: Arc<Component>,
-    /// Drives the commit future; components themselves run synchronously.
+    stubs: Arc<Stubs>,
+    /// Numbers the deliveries [`TestComponent::deliver`] makes.
+    deliveries: std::sync::atomic::AtomicI64,
+    /// Drives the component's future and its commit.
     executor: tokio::runtime::Runtime,
 }
 
@@ -126,6 +135,8 @@ impl TestComponent {
             store: Arc::new(MemoryStore::new()),
             logs: Arc::new(LogCapture::default()),
             wasm,
+            stubs: Arc::new(Stubs::default()),
+            deliveries: Default::default(),
             executor,
         })
     }
@@ -218,15 +229,72 @@ impl TestComponent {
             .clone()
     }
 
+    /// Answer the component's calls to `service` with `stub` instead of a
+    /// real component. Calls to services with no stub fail with
+    /// `unknown-service`, as they would for a name the host does not know.
+    pub fn stub_service(
+        &self,
+        service: &str,
+        stub: impl Fn(&Request) -> StubResponse + Send + Sync + 'static,
+    ) {
+        self.stubs
+            .services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(service.to_string(), Arc::new(stub));
+    }
+
+    /// Every event the component published in committed requests, oldest first.
+    pub fn published(&self) -> Vec<PublishedEvent> {
+        self.store
+            .published()
+            .into_iter()
+            .map(|e| PublishedEvent {
+                id: e.id,
+                topic: e.topic,
+                payload: serde_json::from_str(&e.payload).unwrap_or(Value::Null),
+            })
+            .collect()
+    }
+
+    /// Deliver an event to the component's event handler, as the host's
+    /// delivery worker would. `Ok(Err(reason))`: the component refused it.
+    pub fn deliver(&self, topic: &str, payload: &Value) -> Result<Result<(), String>, Error> {
+        let id = self
+            .deliveries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let delivery = Delivery {
+            id,
+            event_id: format!("test-event-{id}"),
+            topic: topic.to_string(),
+            payload: payload.to_string(),
+            source: "test".to_string(),
+            recipient: self.name.clone(),
+            attempts: 0,
+            last_error: None,
+        };
+        let outcome =
+            self.executor
+                .block_on(dispatch::deliver(&self.component, self.env(), &delivery));
+        outcome.map_err(Error::from)
+    }
+
+    fn env(&self) -> CallEnv {
+        CallEnv {
+            store: self.store.clone(),
+            log_sink: Some(self.logs.clone()),
+            services: Some(self.stubs.clone()),
+            request_id: "test-request".into(),
+            depth: 0,
+            deadline: Instant::now() + Duration::from_secs(3600),
+        }
+    }
+
     fn send(&self, request: &Request) -> Result<TestResponse, Error> {
-        let store: Arc<dyn Store> = self.store.clone();
-        let sink: Arc<dyn LogSink> = self.logs.clone();
-        let outcome = self.executor.block_on(dispatch::invoke(
-            &self.component,
-            &store,
-            Some(&sink),
-            request,
-        ));
+        let outcome =
+            self.executor
+                .block_on(dispatch::invoke(&self.component, self.env(), request));
         match outcome {
             Ok(response) => Ok(TestResponse {
                 status: response.status,
@@ -237,13 +305,92 @@ impl TestComponent {
                     .collect(),
                 body: response.body,
             }),
-            Err(InvokeError::Trap(trap)) => Err(Error::Trap {
+            Err(e) => Err(Error::from(e)),
+        }
+    }
+}
+
+impl From<InvokeError> for Error {
+    fn from(e: InvokeError) -> Self {
+        match e {
+            InvokeError::Trap(trap) => Error::Trap {
                 reason: trap.reason,
                 details: trap.details,
-            }),
-            Err(InvokeError::Timeout(t)) => Err(Error::Timeout(t)),
-            Err(InvokeError::Store(e) | InvokeError::Contention(e)) => Err(Error::Store(e)),
+            },
+            InvokeError::Timeout(t) => Error::Timeout(t),
+            InvokeError::Store(e) | InvokeError::Contention(e) => Error::Store(e),
         }
+    }
+}
+
+/// What a stubbed service answers: a status and a JSON body.
+#[derive(Debug, Clone)]
+pub struct StubResponse {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl StubResponse {
+    pub fn json(status: u16, body: Value) -> StubResponse {
+        StubResponse { status, body }
+    }
+}
+
+/// An event the component published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishedEvent {
+    pub id: String,
+    pub topic: String,
+    pub payload: Value,
+}
+
+type Stub = Arc<dyn Fn(&Request) -> StubResponse + Send + Sync>;
+
+/// The harness's stand-in for other services: stubs by name, every topic
+/// allowed, no subscribers (published events are kept for inspection).
+#[derive(Default)]
+struct Stubs {
+    services: Mutex<HashMap<String, Stub>>,
+}
+
+impl Services for Stubs {
+    fn call(
+        self: Arc<Self>,
+        _caller: Caller,
+        service: String,
+        request: Request,
+    ) -> Pin<Box<dyn Future<Output = Result<Response, CallError>> + Send>> {
+        let stub = self
+            .services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&service)
+            .cloned();
+        let answer = match stub {
+            None => Err(CallError::UnknownService(format!(
+                "no stub for service `{service}`; add one with TestComponent::stub_service"
+            ))),
+            Some(stub) => {
+                let reply = stub(&request);
+                Ok(Response {
+                    status: reply.status,
+                    headers: vec![Header {
+                        name: "content-type".into(),
+                        value: "application/json".into(),
+                    }],
+                    body: reply.body.to_string().into_bytes(),
+                })
+            }
+        };
+        Box::pin(std::future::ready(answer))
+    }
+
+    fn may_publish(&self, _component: &str, _topic: &str) -> bool {
+        true
+    }
+
+    fn subscribers(&self, _topic: &str) -> Vec<String> {
+        Vec::new()
     }
 }
 

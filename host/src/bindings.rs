@@ -5,8 +5,11 @@ wasmtime::component::bindgen!({
     world: "service",
     // Exports are async so a guest runs as a future: its deadline can yield
     // to other requests on the same thread, and WASI's async host calls
-    // never block inside the runtime. Imports stay synchronous.
+    // never block inside the runtime. Of the imports only `call` is async,
+    // since it runs another component; the rest answer at once.
+    imports: { "berth:service/services.call": async },
     exports: { default: async },
 });
 
 pub use berth::service::types::{Header, Request, Response};
+pub use exports::berth::service::subscriber::Event;

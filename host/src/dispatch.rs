@@ -1,12 +1,12 @@
-//! One request through one component, transport aside: run the handler,
-//! commit its writes durably, and run it again if a concurrent request won a
-//! race on a key it relied on. Both the HTTP server and the test harness call
-//! [`invoke`], so a component behaves the same under both.
+//! One request (or one event delivery) through one component, transport
+//! aside: run it, commit its writes durably, and run it again if a
+//! concurrent request won a race on a key it relied on. The HTTP server, the
+//! cross-service calls, the event worker and the test harness all come
+//! through here, so a component behaves the same under each.
 
-use crate::bindings::{Request, Response};
-use crate::capabilities::log::LogSink;
-use crate::runtime::{CallError, LoadedComponent, TrapInfo};
-use crate::store::{Commit, Store};
+use crate::bindings::{Event, Request, Response};
+use crate::runtime::{CallEnv, CallError, LoadedComponent, TrapInfo};
+use crate::store::{Commit, Delivery, Store, WriteBatch};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +26,17 @@ pub enum InvokeError {
     Contention(String),
 }
 
+impl std::fmt::Display for InvokeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InvokeError::Timeout(t) => write!(f, "no answer within {} ms", t.as_millis()),
+            InvokeError::Trap(trap) => write!(f, "trapped: {}", trap.reason),
+            InvokeError::Store(e) => write!(f, "store failure: {e}"),
+            InvokeError::Contention(e) => write!(f, "write contention: {e}"),
+        }
+    }
+}
+
 impl From<CallError> for InvokeError {
     fn from(e: CallError) -> Self {
         match e {
@@ -37,25 +48,74 @@ impl From<CallError> for InvokeError {
 
 /// Run `request` through `component` and return its response once every
 /// write it made is durable.
-///
-/// The guest runs as a future that yields at every epoch tick, bounded by the
-/// component's deadline; the commit is awaited without blocking.
 pub async fn invoke(
     component: &LoadedComponent,
-    store: &Arc<dyn Store>,
-    log_sink: Option<&Arc<dyn LogSink>>,
+    env: CallEnv,
     request: &Request,
 ) -> Result<Response, InvokeError> {
+    let store = env.store.clone();
+    retry_on_conflict(
+        &store,
+        component.name(),
+        || component.call(env.clone(), request),
+        |batch| batch,
+    )
+    .await
+}
+
+/// Deliver one event to its subscriber. The subscriber's writes commit
+/// together with the removal of the delivery, so a successful delivery takes
+/// effect exactly once. `Ok(Err(reason))`: the subscriber refused it.
+pub async fn deliver(
+    component: &LoadedComponent,
+    env: CallEnv,
+    delivery: &Delivery,
+) -> Result<Result<(), String>, InvokeError> {
+    let event = Event {
+        id: delivery.event_id.clone(),
+        topic: delivery.topic.clone(),
+        payload: delivery.payload.clone(),
+        source: delivery.source.clone(),
+        attempt: delivery.attempts + 1,
+    };
+    let store = env.store.clone();
+    retry_on_conflict(
+        &store,
+        component.name(),
+        || component.on_event(env.clone(), &event),
+        |mut batch| {
+            batch.completes = Some(delivery.id);
+            batch
+        },
+    )
+    .await
+}
+
+/// Run `attempt` and commit what it wrote; on a write conflict, run it again.
+/// A refused event (`Err` from the subscriber) commits nothing.
+async fn retry_on_conflict<R, F, Fut>(
+    store: &Arc<dyn Store>,
+    namespace: &str,
+    attempt: F,
+    finish: impl Fn(WriteBatch) -> WriteBatch,
+) -> Result<R, InvokeError>
+where
+    R: Outcome,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<(R, WriteBatch), CallError>>,
+{
     let mut last_conflict = String::new();
     for _ in 0..MAX_ATTEMPTS {
-        let (response, batch) = component
-            .call(store.clone(), log_sink.cloned(), request)
-            .await?;
-        if batch.is_empty() {
-            return Ok(response);
+        let (outcome, batch) = attempt().await?;
+        if !outcome.commits() {
+            return Ok(outcome);
         }
-        match store.commit(component.name(), batch).await {
-            Ok(Commit::Done) => return Ok(response),
+        let batch = finish(batch);
+        if batch.is_empty() {
+            return Ok(outcome);
+        }
+        match store.commit(namespace, batch).await {
+            Ok(Commit::Done) => return Ok(outcome),
             Ok(Commit::Conflict(key)) => last_conflict = key,
             Err(e) => return Err(InvokeError::Store(e.0)),
         }
@@ -63,4 +123,21 @@ pub async fn invoke(
     Err(InvokeError::Contention(format!(
         "key `{last_conflict}` kept changing under concurrent requests"
     )))
+}
+
+/// Whether a call's writes should be committed.
+trait Outcome {
+    fn commits(&self) -> bool;
+}
+
+impl Outcome for Response {
+    fn commits(&self) -> bool {
+        true
+    }
+}
+
+impl Outcome for Result<(), String> {
+    fn commits(&self) -> bool {
+        self.is_ok()
+    }
 }

@@ -3,7 +3,9 @@
 use anyhow::{Context as _, bail};
 use berth::admin::{self, AdminConfig, AdminToken};
 use berth::app::App;
+use berth::events::{self, DeliveryConfig};
 use berth::manifest::Manifest;
+use berth::mesh::Mesh;
 use berth::runtime::{EngineConfig, Runtime};
 use berth::server::{self, ServerConfig};
 use berth::store::SqliteStore;
@@ -27,6 +29,28 @@ struct Cli {
 enum Command {
     /// Load the manifest's components and serve them over HTTP.
     Serve(ServeArgs),
+    /// See and retry events that exhausted their delivery attempts. Works on
+    /// the store directly, whether or not a server is running on it.
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCommand),
+}
+
+#[derive(Subcommand)]
+enum DeadLettersCommand {
+    /// Print the dead-lettered deliveries as a JSON array.
+    List {
+        /// Directory of the store.
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+    },
+    /// Queue a dead-lettered delivery again, with a fresh attempt count.
+    Retry {
+        /// The delivery's `id`, as `list` shows it.
+        id: i64,
+        /// Directory of the store.
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -54,6 +78,18 @@ struct ServeArgs {
     /// Seconds to let in-flight requests finish after SIGTERM or Ctrl-C.
     #[arg(long, default_value_t = 20)]
     drain_timeout_secs: u64,
+    /// Deepest chain of cross-service calls; a deeper call fails with `too-deep`.
+    #[arg(long, default_value_t = berth::mesh::DEFAULT_MAX_CALL_DEPTH)]
+    max_call_depth: u32,
+    /// Delivery attempts before an event goes to the dead-letter list.
+    #[arg(long, default_value_t = 5)]
+    event_max_attempts: u32,
+    /// Milliseconds before the second delivery attempt; doubled for each later one.
+    #[arg(long, default_value_t = 200)]
+    event_backoff_ms: u64,
+    /// Milliseconds between looks for due deliveries when the queue is idle.
+    #[arg(long, default_value_t = 100)]
+    event_poll_ms: u64,
     /// Watch each component's wasm file and hot-swap a new build in once it
     /// has settled. A file that fails to compile or is not a `service`
     /// component is rejected (and logged); the old version keeps serving.
@@ -94,6 +130,12 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::DeadLetters(DeadLettersCommand::List { data }) => {
+            berth::events::print_dead_letters(&data)
+        }
+        Command::DeadLetters(DeadLettersCommand::Retry { id, data }) => {
+            berth::events::retry_dead_letter(&data, id)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -125,6 +167,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = Runtime::new(&engine_config)?;
     let store = Arc::new(SqliteStore::open(&args.data)?);
     let app = Arc::new(App::load(&manifest, &runtime, store.clone())?);
+    let mesh = Mesh::new(app.clone(), &manifest, args.max_call_depth);
+    let delivery = DeliveryConfig {
+        max_attempts: args.event_max_attempts.max(1),
+        backoff: Duration::from_millis(args.event_backoff_ms),
+        poll: Duration::from_millis(args.event_poll_ms.max(1)),
+        ..DeliveryConfig::default()
+    };
     let config = ServerConfig {
         max_connections: args.max_connections.max(1),
         max_in_flight: args.max_in_flight.max(1),
@@ -176,7 +225,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let watcher = args
             .watch
             .then(|| tokio::spawn(watch::watch(app.clone(), stopped(stop_rx.clone()))));
-        let served = server::serve(listener, app, config, stopped(stop_rx)).await;
+        let deliveries = tokio::spawn(events::run(mesh.clone(), delivery, stopped(stop_rx.clone())));
+        let served = server::serve(listener, mesh, config, stopped(stop_rx)).await;
+        deliveries.await.context("the event delivery task panicked")?;
         if let Some(admin) = admin {
             admin.await.context("the admin server panicked")??;
         }

@@ -25,10 +25,13 @@ pub const DEFAULT_MANIFEST: &str = r#"
 [components.users]
 wasm = "builtin:users"
 routes = ["/users"]
+publishes = ["user.deleted"]
 
 [components.orders]
 wasm = "builtin:orders"
 routes = ["/orders"]
+calls = ["users"]
+subscribes = ["user.deleted"]
 "#;
 
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
@@ -50,6 +53,12 @@ pub struct ComponentSpec {
     pub routes: Vec<String>,
     pub timeout: Duration,
     pub max_memory_bytes: usize,
+    /// Components this one may call through `berth:service/services`.
+    pub calls: Vec<String>,
+    /// Topics this one may publish on.
+    pub publishes: Vec<String>,
+    /// Topics delivered to this one's event handler.
+    pub subscribes: Vec<String>,
 }
 
 /// Where a component's code comes from.
@@ -81,6 +90,15 @@ struct RawComponent {
     timeout_ms: Option<u64>,
     /// Largest linear memory of one instance, in MiB.
     max_memory_mb: Option<u64>,
+    /// Components this one may call, such as `["users"]`.
+    #[serde(default)]
+    calls: Vec<String>,
+    /// Topics this one may publish on, such as `["user.deleted"]`.
+    #[serde(default)]
+    publishes: Vec<String>,
+    /// Topics whose events are delivered to this one's event handler.
+    #[serde(default)]
+    subscribes: Vec<String>,
 }
 
 impl std::str::FromStr for Manifest {
@@ -132,8 +150,21 @@ impl std::str::FromStr for Manifest {
                 routes: raw.routes,
                 timeout: Duration::from_millis(timeout_ms),
                 max_memory_bytes: usize::try_from(memory_mb * 1024 * 1024).unwrap_or(usize::MAX),
+                calls: raw.calls,
+                publishes: raw.publishes,
+                subscribes: raw.subscribes,
             };
+            for topic in spec.publishes.iter().chain(&spec.subscribes) {
+                if let Err(e) = crate::capabilities::services::check_topic(topic) {
+                    bail!("component `{name}`: {e}");
+                }
+            }
             components.insert(name, spec);
+        }
+        for (name, spec) in &components {
+            if let Some(unknown) = spec.calls.iter().find(|c| !components.contains_key(*c)) {
+                bail!("component `{name}` calls `{unknown}`, which the manifest does not declare");
+            }
         }
         Ok(Manifest { components })
     }
@@ -243,7 +274,7 @@ mod tests {
     fn unknown_fields_are_rejected() {
         check_err(
             "[components.a]\nwasm = \"a.wasm\"\nroutes = [\"/a\"]\nroute = \"/b\"\n",
-            "unknown field `route`, expected one of `wasm`, `routes`, `timeout_ms`, `max_memory_mb`",
+            "unknown field `route`, expected one of `wasm`, `routes`, `timeout_ms`, `max_memory_mb`, `calls`, `publishes`, `subscribes`",
         );
         check_err(
             "colour = 1\n",
@@ -354,6 +385,25 @@ mod tests {
         assert_eq!(
             m.components["a"].wasm,
             WasmSource::File(dir.path().join("a.wasm"))
+        );
+    }
+
+    #[test]
+    fn grants_are_read_and_checked() {
+        let m = Manifest::builtin();
+        assert_eq!(m.components["orders"].calls, vec!["users"]);
+        assert_eq!(m.components["orders"].subscribes, vec!["user.deleted"]);
+        assert_eq!(m.components["users"].publishes, vec!["user.deleted"]);
+        check_err(
+            &format!("{}calls = [\"nobody\"]\n", component("a", "[\"/a\"]")),
+            "component `a` calls `nobody`, which the manifest does not declare",
+        );
+        check_err(
+            &format!(
+                "{}publishes = [\"User Deleted\"]\n",
+                component("a", "[\"/a\"]")
+            ),
+            "component `a`: topic `User Deleted` is invalid: use 1 to 128 lower-case letters, digits and `._-`",
         );
     }
 }

@@ -3,23 +3,24 @@
 //! a fresh [`Store`] and instance for every call so no request can see
 //! another's memory. Nothing compiles on the request path.
 
-use crate::bindings::{Request, Response, Service, ServicePre};
-use crate::capabilities::kv::KvTxn;
-use crate::capabilities::log::LogSink;
+use crate::bindings::exports::berth::service::{handler, subscriber};
+use crate::bindings::{Event, Request, Response, Service};
 use crate::capabilities::stderr::CapturedStderr;
-use crate::store::{Store as KvStore, WriteBatch};
+use crate::invocation::Invocation;
+use crate::store::WriteBatch;
 use anyhow::{Context as _, anyhow};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::component::{InstancePre, Linker};
 
 pub use wasmtime::component::Component;
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder, Trap, UpdateDeadline,
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
 };
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub use crate::invocation::CallEnv;
 
 /// How often the epoch advances; deadlines are whole multiples of it.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -128,15 +129,18 @@ impl Runtime {
             .instantiate_pre(component)
             .map_err(|e| anyhow!("{e:#}"))
             .with_context(|| format!("component `{name}` needs imports Berth does not provide"))?;
-        let pre = ServicePre::new(pre)
+        let handler = handler::GuestIndices::new(&pre)
             .map_err(|e| anyhow!("{e:#}"))
             .with_context(|| {
                 format!("component `{name}` does not export `berth:service/handler` as the `service` world defines it")
             })?;
+        let subscriber = subscriber::GuestIndices::new(&pre).ok();
         Ok(LoadedComponent {
             name: name.into(),
             engine: self.engine.clone(),
             pre,
+            handler,
+            subscriber,
             limits,
         })
     }
@@ -146,7 +150,10 @@ impl Runtime {
 pub struct LoadedComponent {
     name: Arc<str>,
     engine: Engine,
-    pre: ServicePre<Invocation>,
+    pre: InstancePre<Invocation>,
+    handler: handler::GuestIndices,
+    /// Present when the component exports `berth:service/subscriber`.
+    subscriber: Option<subscriber::GuestIndices>,
     limits: CallLimits,
 }
 
@@ -175,79 +182,92 @@ impl std::fmt::Display for TrapInfo {
     }
 }
 
-/// The store data of one call: which component is running and what it may reach.
-pub struct Invocation {
-    pub(crate) component: Arc<str>,
-    pub(crate) kv: KvTxn,
-    pub(crate) log_sink: Option<Arc<dyn LogSink>>,
-    limits: StoreLimits,
-    wasi: WasiCtx,
-    table: ResourceTable,
-}
-
-impl WasiView for Invocation {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
 impl LoadedComponent {
     pub fn name(&self) -> &Arc<str> {
         &self.name
+    }
+
+    /// Whether the component exports an event handler.
+    pub fn subscribes(&self) -> bool {
+        self.subscriber.is_some()
     }
 
     /// Run the handler in a fresh instance. On success, returns the response
     /// and the writes to commit before sending it.
     pub async fn call(
         &self,
-        store: Arc<dyn KvStore>,
-        log_sink: Option<Arc<dyn LogSink>>,
+        env: CallEnv,
         request: &Request,
     ) -> Result<(Response, WriteBatch), CallError> {
-        let stderr = CapturedStderr::default();
-        let invocation = Invocation {
-            component: self.name.clone(),
-            kv: KvTxn::new(store, self.name.clone()),
-            log_sink,
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.max_memory_bytes)
-                .instances(16)
-                .build(),
-            wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
-            table: ResourceTable::new(),
+        let (mut store, stderr) = self.new_store(env);
+        let outcome = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            let handler = self.handler.load(&mut store, &instance)?;
+            handler.call_handle(&mut store, request).await
+        }
+        .await;
+        self.finish(outcome, store, &stderr)
+    }
+
+    /// Run the event handler in a fresh instance. `Ok(Err(reason))` means
+    /// the component refused the event and wants it again later.
+    pub async fn on_event(
+        &self,
+        env: CallEnv,
+        event: &Event,
+    ) -> Result<(Result<(), String>, WriteBatch), CallError> {
+        let Some(subscriber) = &self.subscriber else {
+            let refusal = format!("component `{}` does not export an event handler", self.name);
+            return Ok((Err(refusal), WriteBatch::default()));
         };
-        let mut wasm_store = Store::new(&self.engine, invocation);
-        wasm_store.limiter(|s| &mut s.limits);
+        let (mut store, stderr) = self.new_store(env);
+        let outcome = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            let subscriber = subscriber.load(&mut store, &instance)?;
+            subscriber.call_on_event(&mut store, event).await
+        }
+        .await;
+        self.finish(outcome, store, &stderr)
+    }
+
+    fn new_store(&self, env: CallEnv) -> (Store<Invocation>, CapturedStderr) {
+        let stderr = CapturedStderr::default();
+        // The deadline is this component's own, or the caller's if sooner.
+        let deadline = env.deadline.min(Instant::now() + self.limits.timeout);
+        let invocation = Invocation::new(
+            self.name.clone(),
+            env,
+            deadline,
+            self.limits.max_memory_bytes,
+            &stderr,
+        );
+        let mut store = Store::new(&self.engine, invocation);
+        store.limiter(|s| &mut s.limits);
         // At every epoch tick the guest yields, so a busy guest shares its
         // thread with other requests; past the deadline it is interrupted.
-        let deadline = Instant::now() + self.limits.timeout;
-        wasm_store.set_epoch_deadline(1);
-        wasm_store.epoch_deadline_callback(move |_| {
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
             Ok(if Instant::now() >= deadline {
                 UpdateDeadline::Interrupt
             } else {
                 UpdateDeadline::Yield(1)
             })
         });
-        let outcome = match self.pre.instantiate_async(&mut wasm_store).await {
-            Ok(instance) => {
-                let instance: Service = instance;
-                instance
-                    .berth_service_handler()
-                    .call_handle(&mut wasm_store, request)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
+        (store, stderr)
+    }
+
+    fn finish<R>(
+        &self,
+        outcome: wasmtime::Result<R>,
+        store: Store<Invocation>,
+        stderr: &CapturedStderr,
+    ) -> Result<(R, WriteBatch), CallError> {
         let printed = stderr.text();
         if !printed.is_empty() {
             tracing::warn!(target: "component", component = &*self.name, "stderr: {printed}");
         }
         match outcome {
-            Ok(response) => Ok((response, wasm_store.into_data().kv.into_batch())),
+            Ok(value) => Ok((value, store.into_data().into_batch())),
             Err(e) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
                 Err(CallError::Timeout(self.limits.timeout))
             }

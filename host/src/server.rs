@@ -2,9 +2,9 @@
 //! each request into a component call, enforce the host-wide limits, and
 //! drain in-flight requests on shutdown.
 
-use crate::app::App;
 use crate::bindings::{Header, Request as WitRequest, Response as WitResponse};
 use crate::dispatch::{self, InvokeError};
+use crate::mesh::Mesh;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
@@ -16,8 +16,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -57,7 +57,7 @@ type Body = Full<Bytes>;
 /// let in-flight requests finish for up to the drain timeout, and return.
 pub async fn serve(
     listener: TcpListener,
-    app: Arc<App>,
+    mesh: Arc<Mesh>,
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -90,18 +90,18 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
+        let mesh = mesh.clone();
         let config = config.clone();
         let in_flight = in_flight.clone();
         let draining = draining.clone();
         let service = service_fn(move |req| {
-            let app = app.clone();
+            let mesh = mesh.clone();
             let config = config.clone();
             let in_flight = in_flight.clone();
             let draining = draining.clone();
             async move {
                 Ok::<_, std::convert::Infallible>(
-                    handle(&app, &config, &in_flight, &draining, req).await,
+                    handle(&mesh, &config, &in_flight, &draining, req).await,
                 )
             }
         });
@@ -126,7 +126,7 @@ pub async fn serve(
 }
 
 async fn handle(
-    app: &App,
+    mesh: &Arc<Mesh>,
     config: &ServerConfig,
     in_flight: &Semaphore,
     draining: &AtomicBool,
@@ -145,7 +145,7 @@ async fn handle(
         "/readyz" => return json(StatusCode::OK, serde_json::json!({ "status": "ready" })),
         _ => {}
     }
-    let Some(component) = app.component_for(req.uri().path()) else {
+    let Some(component) = mesh.app.component_for(req.uri().path()) else {
         return error(
             StatusCode::NOT_FOUND,
             &format!("no service is routed at {}", req.uri().path()),
@@ -161,14 +161,51 @@ async fn handle(
             .insert(RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     };
-    let request = match read_request(req, config.max_body_bytes).await {
+    let request_id = request_id(&req);
+    let mut request = match read_request(req, config.max_body_bytes).await {
         Ok(request) => request,
         Err(response) => return response,
     };
+    request
+        .headers
+        .retain(|h| h.name != "x-request-id" && h.name != "x-berth-caller");
+    request.headers.push(Header {
+        name: "x-request-id".into(),
+        value: request_id.to_string(),
+    });
     let name = component.name().clone();
-    match dispatch::invoke(&component, &app.store, None, &request).await {
+    // The component's own timeout decides; this only caps calls it makes.
+    let env = mesh.env(request_id.clone(), Instant::now() + MAX_REQUEST_TIME);
+    let mut response = match dispatch::invoke(&component, env, &request).await {
         Ok(response) => write_response(&name, response, config.max_response_bytes),
         Err(e) => invoke_error(&name, e),
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// The longest any request may take, whatever its components' timeouts.
+const MAX_REQUEST_TIME: Duration = Duration::from_secs(600);
+
+/// The client's `X-Request-Id` if it is short, printable ASCII; else a new one.
+fn request_id(req: &Request<Incoming>) -> Arc<str> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let given = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()));
+    match given {
+        Some(id) => id.into(),
+        None => {
+            let started = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            format!("{started:x}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed)).into()
+        }
     }
 }
 

@@ -2,8 +2,9 @@
 //! the status moving only from `pending` to `completed` or `cancelled`.
 
 use berth_sdk::http::{self, Result};
+use berth_sdk::services::{self, CallError};
 use berth_sdk::store::Collection;
-use berth_sdk::{Handler, Level, Request, Response, log};
+use berth_sdk::{Event, Handler, Level, Request, Response, Subscriber, log};
 use serde::{Deserialize, Serialize};
 
 const ORDERS: Collection = Collection::new("order");
@@ -69,7 +70,90 @@ impl Handler for Orders {
     }
 }
 
-berth_sdk::export!(Orders);
+impl Subscriber for Orders {
+    fn on_event(event: Event) -> std::result::Result<(), String> {
+        match event.topic.as_str() {
+            "user.deleted" => cancel_pending_orders_of(&event.payload),
+            // Topics this version does not know are acknowledged, not retried.
+            _ => Ok(()),
+        }
+    }
+}
+
+berth_sdk::export_subscriber!(Orders);
+
+/// A deleted user's pending orders become cancelled; others stay as they
+/// are. Cancelling is idempotent, so a redelivered event changes nothing.
+fn cancel_pending_orders_of(payload: &str) -> std::result::Result<(), String> {
+    #[derive(Deserialize)]
+    struct Deleted {
+        id: u64,
+    }
+    let deleted: Deleted =
+        serde_json::from_str(payload).map_err(|e| format!("bad user.deleted payload: {e}"))?;
+    let orders: Vec<Order> = ORDERS.all().map_err(|r| describe(&r))?;
+    for order in orders
+        .iter()
+        .filter(|o| o.user_id == deleted.id && o.status == Status::Pending)
+    {
+        let Some((mut current, previous)) =
+            ORDERS.get::<Order>(order.id).map_err(|r| describe(&r))?
+        else {
+            continue;
+        };
+        current.status = Status::Cancelled;
+        ORDERS
+            .replace(order.id, &previous, &current)
+            .map_err(|r| describe(&r))?;
+        log(
+            Level::Info,
+            &format!(
+                "cancelled order {} of deleted user {}",
+                order.id, deleted.id
+            ),
+        );
+    }
+    Ok(())
+}
+
+fn describe(response: &Response) -> String {
+    format!(
+        "{} {}",
+        response.status,
+        String::from_utf8_lossy(&response.body)
+    )
+}
+
+/// Ask the users service whether `user_id` exists: 422 if it does not, 503
+/// if the users service cannot say.
+fn check_user(user_id: u64) -> Result<()> {
+    let request = Request::new("GET", &format!("/users/{user_id}"));
+    match services::call("users", &request) {
+        Ok(response) if response.status == 200 => Ok(()),
+        Ok(response) if response.status == 404 => {
+            Err(http::error(422, &format!("user {user_id} does not exist")))
+        }
+        Ok(response) => Err(http::error(
+            503,
+            &format!("users service answered {}; try again", response.status),
+        )),
+        Err(e) => Err(http::error(
+            503,
+            &format!("users service unavailable: {}", call_error(&e)),
+        )),
+    }
+}
+
+fn call_error(e: &CallError) -> &str {
+    match e {
+        CallError::NotAllowed(m)
+        | CallError::UnknownService(m)
+        | CallError::Failed(m)
+        | CallError::Timeout(m)
+        | CallError::TooDeep(m)
+        | CallError::Unavailable(m) => m,
+    }
+}
 
 fn route(request: &Request) -> Result<Response> {
     ORDERS.seed(&[
@@ -149,6 +233,7 @@ fn create(request: &Request) -> Result<Response> {
         Some(uid) => uid,
     };
     let status = input.status()?.unwrap_or(Status::Pending);
+    check_user(user_id)?;
     let order = match input.id {
         Some(0) => return Err(http::error(400, "field `id` must be a positive integer")),
         Some(id) => {
@@ -219,7 +304,10 @@ fn patch(id: u64, request: &Request) -> Result<Response> {
         }
         order.status = next;
     }
-    if let Some(uid) = input.user_id {
+    if let Some(uid) = input.user_id
+        && uid != order.user_id
+    {
+        check_user(uid)?;
         order.user_id = uid;
     }
     if !ORDERS.replace(id, &previous, &order)? {

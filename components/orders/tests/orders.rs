@@ -1,11 +1,17 @@
 //! Unit tests of the orders component: the compiled wasm, run under
 //! wasmtime by berth-test, with no HTTP server and an in-memory store.
 
-use berth_test::TestComponent;
+use berth_test::{StubResponse, TestComponent};
 use serde_json::json;
 
+/// Orders, with a stub users service that knows users 1 and 2.
 fn orders() -> TestComponent {
-    TestComponent::builtin("orders").expect("loading the orders component")
+    let orders = TestComponent::builtin("orders").expect("loading the orders component");
+    orders.stub_service("users", |request| match request.path.as_str() {
+        "/users/1" | "/users/2" => StubResponse::json(200, json!({"id": 1, "name": "someone"})),
+        other => StubResponse::json(404, json!({"error": format!("{other} does not exist")})),
+    });
+    orders
 }
 
 #[test]
@@ -148,4 +154,108 @@ fn validation_errors() {
         orders.get("/orders/999").send().unwrap().error(),
         "order 999 does not exist"
     );
+}
+
+#[test]
+fn an_unknown_user_is_422_and_an_unreachable_users_service_503() {
+    let orders = orders();
+    let reply = orders
+        .post("/orders")
+        .json(&json!({"user_id": 7}))
+        .send()
+        .unwrap();
+    assert_eq!(
+        (reply.status, reply.error()),
+        (422, "user 7 does not exist".to_string())
+    );
+    let reply = orders
+        .patch("/orders/1")
+        .json(&json!({"user_id": 9}))
+        .send()
+        .unwrap();
+    assert_eq!(reply.status, 422);
+
+    let lonely = TestComponent::builtin("orders").unwrap();
+    let reply = lonely
+        .post("/orders")
+        .json(&json!({"user_id": 1}))
+        .send()
+        .unwrap();
+    assert_eq!(reply.status, 503);
+    assert!(
+        reply.error().starts_with("users service unavailable"),
+        "{}",
+        reply.error()
+    );
+    lonely.stub_service("users", |_| {
+        StubResponse::json(500, json!({"error": "boom"}))
+    });
+    let reply = lonely
+        .post("/orders")
+        .json(&json!({"user_id": 1}))
+        .send()
+        .unwrap();
+    assert_eq!(
+        (reply.status, reply.error()),
+        (503, "users service answered 500; try again".to_string())
+    );
+    assert_eq!(
+        lonely
+            .get("/orders")
+            .send()
+            .unwrap()
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn user_deleted_cancels_only_that_users_pending_orders() {
+    let orders = orders();
+    orders
+        .post("/orders")
+        .json(&json!({"user_id": 2}))
+        .send()
+        .unwrap();
+    assert_eq!(
+        orders.deliver("user.deleted", &json!({"id": 2})).unwrap(),
+        Ok(())
+    );
+    let statuses: Vec<_> = orders
+        .get("/orders")
+        .send()
+        .unwrap()
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["id"].as_u64().unwrap(),
+                o["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            (1, "pending".into()),
+            (2, "completed".into()),
+            (3, "cancelled".into())
+        ]
+    );
+    // Delivered again, it changes nothing.
+    assert_eq!(
+        orders.deliver("user.deleted", &json!({"id": 2})).unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        orders.kv_get_json("order/00000000000000000003").unwrap()["status"],
+        "cancelled"
+    );
+    let refused = orders.deliver("user.deleted", &json!({"who": 2})).unwrap();
+    assert!(refused.unwrap_err().starts_with("bad user.deleted payload"));
 }

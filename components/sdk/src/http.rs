@@ -129,3 +129,16 @@ pub fn parse_id(what: &str, raw: &str) -> Result<u64> {
         )),
     }
 }
+
+impl Request {
+    /// A request with no headers and no body, for calling another service.
+    pub fn new(method: &str, path: &str) -> Request {
+        Request {
+            method: method.to_string(),
+            path: path.to_string(),
+            query: String::new(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+}

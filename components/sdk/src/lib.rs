@@ -1,6 +1,7 @@
 //! The guest side of Berth: bindings generated from the repository's `wit/`
 //! plus small helpers for JSON services. A component implements [`Handler`]
-//! and calls [`export!`]; everything else here is optional sugar.
+//! and calls [`export!`] (or, if it subscribes to events, also implements
+//! [`Subscriber`] and calls [`export_subscriber!`]); the rest is sugar.
 
 // Lets the generated code name this crate by its public path from inside it too.
 extern crate self as berth_sdk;
@@ -14,7 +15,7 @@ pub mod bindings {
         path: "../../wit",
         world: "service",
         pub_export_macro: true,
-        export_macro_name: "export",
+        export_macro_name: "__export_raw",
         default_bindings_module: "berth_sdk::bindings",
         runtime_path: "berth_sdk::__wit_bindgen::rt",
     });
@@ -23,8 +24,35 @@ pub mod bindings {
 #[doc(hidden)]
 pub use wit_bindgen as __wit_bindgen;
 
+pub use bindings::berth::service::events;
 pub use bindings::berth::service::kv;
 pub use bindings::berth::service::log::{Level, log};
+pub use bindings::berth::service::services;
 pub use bindings::berth::service::types::{Header, Request, Response};
-pub use bindings::export;
 pub use bindings::exports::berth::service::handler::Guest as Handler;
+pub use bindings::exports::berth::service::subscriber::{Event, Guest as Subscriber};
+
+/// Export `$ty`, which implements [`Handler`], as the component's handler.
+/// The component subscribes to nothing: an event sent to it is refused.
+#[macro_export]
+macro_rules! export {
+    ($ty:ident) => {
+        impl $crate::Subscriber for $ty {
+            fn on_event(event: $crate::Event) -> ::core::result::Result<(), ::std::string::String> {
+                ::core::result::Result::Err(::std::format!(
+                    "this component subscribes to nothing, yet got an event on `{}`",
+                    event.topic
+                ))
+            }
+        }
+        $crate::bindings::__export_raw!($ty);
+    };
+}
+
+/// Export `$ty`, which implements both [`Handler`] and [`Subscriber`].
+#[macro_export]
+macro_rules! export_subscriber {
+    ($ty:ident) => {
+        $crate::bindings::__export_raw!($ty);
+    };
+}

@@ -3,7 +3,7 @@
 
 use berth_sdk::http::{self, Result};
 use berth_sdk::store::Collection;
-use berth_sdk::{Handler, Level, Request, Response, log};
+use berth_sdk::{Handler, Level, Request, Response, events, log};
 use serde::{Deserialize, Serialize};
 
 const USERS: Collection = Collection::new("user");
@@ -143,12 +143,17 @@ fn update(id: u64, request: &Request) -> Result<Response> {
 }
 
 fn delete(id: u64) -> Result<Response> {
-    if USERS.delete(id)? {
-        log(Level::Info, &format!("deleted user {id}"));
-        Ok(http::no_content())
-    } else {
-        Err(not_found(id))
+    if USERS.get::<User>(id)?.is_none() {
+        return Err(not_found(id));
     }
+    // Published first, so a refused event leaves nothing staged. It commits
+    // with the delete: subscribers hear of it if and only if the user is gone.
+    let payload = serde_json::json!({ "id": id }).to_string();
+    events::publish("user.deleted", &payload)
+        .map_err(|e| http::error(500, &format!("could not publish user.deleted: {e:?}")))?;
+    USERS.delete(id)?;
+    log(Level::Info, &format!("deleted user {id}"));
+    Ok(http::no_content())
 }
 
 fn not_found(id: u64) -> Response {

@@ -130,3 +130,16 @@ fn update_and_delete() {
         "user 1 does not exist"
     );
 }
+
+#[test]
+fn delete_publishes_user_deleted() {
+    let users = users();
+    assert_eq!(users.delete("/users/2").send().unwrap().status, 204);
+    let published = users.published();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].topic, "user.deleted");
+    assert_eq!(published[0].payload, json!({"id": 2}));
+    // A delete of a missing user publishes nothing.
+    assert_eq!(users.delete("/users/2").send().unwrap().status, 404);
+    assert_eq!(users.published().len(), 1);
+}

@@ -3,7 +3,7 @@
 //! after the handler returns; reads merge that batch over the committed data.
 
 use crate::bindings::berth::service::kv::{Entry, Error, Host};
-use crate::runtime::Invocation;
+use crate::invocation::Invocation;
 use crate::store::{
     CounterError, MAX_KEY_LEN, MAX_PAGE, MAX_VALUE_LEN, Store, StoreError, WriteBatch,
 };

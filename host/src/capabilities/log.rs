@@ -2,7 +2,7 @@
 //! tagged with the component's name so no component can pose as another.
 
 use crate::bindings::berth::service::log::{Host, Level};
-use crate::runtime::Invocation;
+use crate::invocation::Invocation;
 
 /// Longest log message kept, in bytes; longer ones are cut at a char boundary.
 const MAX_MESSAGE: usize = 8 * 1024;
@@ -18,7 +18,7 @@ impl Host for Invocation {
             Level::Warn => tracing::warn!(target: "component", component, "{message}"),
             Level::Error => tracing::error!(target: "component", component, "{message}"),
         }
-        if let Some(sink) = &self.log_sink {
+        if let Some(sink) = &self.env.log_sink {
             sink.record(&self.component, level, message);
         }
     }

@@ -1,7 +1,10 @@
 //! An in-memory [`Store`] with the same semantics as the durable one, for
 //! component unit tests and anything else that must not touch the disk.
 
-use super::{Commit, CounterError, PendingCommit, Store, StoreError, WriteBatch, add_to_counter};
+use super::{
+    Commit, CounterError, Delivery, NewEvent, PendingCommit, Retry, Store, StoreError, WriteBatch,
+    add_to_counter, now_ms,
+};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -9,6 +12,16 @@ use std::sync::Mutex;
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     data: Mutex<BTreeMap<(String, String), Vec<u8>>>,
+    outbox: Mutex<Outbox>,
+}
+
+#[derive(Debug, Default)]
+struct Outbox {
+    /// Every event ever committed, in order, for tests to inspect.
+    published: Vec<NewEvent>,
+    /// Pending and dead deliveries, with their due time and dead flag.
+    deliveries: Vec<(Delivery, i64, bool)>,
+    next_id: i64,
 }
 
 impl MemoryStore {
@@ -24,6 +37,15 @@ impl MemoryStore {
     pub fn put(&self, ns: &str, key: &str, value: &[u8]) {
         self.data()
             .insert((ns.to_string(), key.to_string()), value.to_vec());
+    }
+
+    /// Every event committed so far, recipients or not, oldest first.
+    pub fn published(&self) -> Vec<NewEvent> {
+        self.outbox().published.clone()
+    }
+
+    fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Every key of a namespace, with its value.
@@ -83,9 +105,87 @@ impl Store for MemoryStore {
                         None => data.remove(&slot(&key)),
                     };
                 }
+                let mut outbox = self.outbox();
+                for event in batch.events {
+                    for recipient in &event.recipients {
+                        outbox.next_id += 1;
+                        let delivery = Delivery {
+                            id: outbox.next_id,
+                            event_id: event.id.clone(),
+                            topic: event.topic.clone(),
+                            payload: event.payload.clone(),
+                            source: event.source.clone(),
+                            recipient: recipient.clone(),
+                            attempts: 0,
+                            last_error: None,
+                        };
+                        outbox.deliveries.push((delivery, now_ms(), false));
+                    }
+                    outbox.published.push(event);
+                }
+                if let Some(id) = batch.completes {
+                    outbox.deliveries.retain(|(d, _, _)| d.id != id);
+                }
                 Commit::Done
             }
         };
         Box::pin(std::future::ready(Ok(outcome)))
+    }
+
+    fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let outbox = self.outbox();
+        let mut due: Vec<_> = outbox
+            .deliveries
+            .iter()
+            .filter(|(_, at, dead)| !dead && *at <= now_ms)
+            .collect();
+        due.sort_by_key(|(d, at, _)| (*at, d.id));
+        Ok(due
+            .into_iter()
+            .take(limit)
+            .map(|(d, _, _)| d.clone())
+            .collect())
+    }
+
+    fn fail_delivery(&self, id: i64, error: &str, retry: Retry) -> PendingCommit {
+        let mut outbox = self.outbox();
+        if let Some((delivery, at, dead)) =
+            outbox.deliveries.iter_mut().find(|(d, _, _)| d.id == id)
+        {
+            delivery.attempts += 1;
+            delivery.last_error = Some(error.to_string());
+            match retry {
+                Retry::At(next) => *at = next,
+                Retry::DeadLetter => *dead = true,
+            }
+        }
+        Box::pin(std::future::ready(Ok(Commit::Done)))
+    }
+
+    fn dead_letters(&self) -> Result<Vec<Delivery>, StoreError> {
+        Ok(self
+            .outbox()
+            .deliveries
+            .iter()
+            .filter(|(_, _, dead)| *dead)
+            .map(|(d, _, _)| d.clone())
+            .collect())
+    }
+
+    fn retry_dead_letter(&self, id: i64) -> Result<bool, StoreError> {
+        let mut outbox = self.outbox();
+        match outbox
+            .deliveries
+            .iter_mut()
+            .find(|(d, _, dead)| d.id == id && *dead)
+        {
+            Some((delivery, at, dead)) => {
+                delivery.attempts = 0;
+                *at = now_ms();
+                *dead = false;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 }

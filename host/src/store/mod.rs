@@ -54,12 +54,57 @@ pub struct WriteBatch {
     /// Preconditions: each key must still hold this value (`None`: absent)
     /// when the batch commits, or the whole batch is refused.
     pub expects: BTreeMap<String, Option<Vec<u8>>>,
+    /// Events published by the request: the transactional outbox. Each
+    /// becomes one pending delivery per recipient in the same commit.
+    pub events: Vec<NewEvent>,
+    /// A delivery this batch acknowledges: removed in the same commit as the
+    /// subscriber's writes, so its effect is applied exactly once.
+    pub completes: Option<i64>,
 }
 
 impl WriteBatch {
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty()
+        self.writes.is_empty() && self.events.is_empty() && self.completes.is_none()
     }
+}
+
+/// An event as published, before it is fanned out to its subscribers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// Unique and stable: every delivery of this event carries it.
+    pub id: String,
+    pub topic: String,
+    /// JSON text.
+    pub payload: String,
+    /// The publishing component.
+    pub source: String,
+    /// The components subscribed to `topic` when it was published.
+    pub recipients: Vec<String>,
+}
+
+/// One event owed to one subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The delivery's own id, for acknowledging or retrying it.
+    pub id: i64,
+    pub event_id: String,
+    pub topic: String,
+    pub payload: String,
+    pub source: String,
+    pub recipient: String,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// What to do with a delivery whose attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retry {
+    /// Try again at this time (milliseconds since the Unix epoch).
+    At(i64),
+    /// Give up: move it to the dead-letter list.
+    DeadLetter,
 }
 
 /// What happened to a batch.
@@ -99,6 +144,27 @@ pub trait Store: Send + Sync + 'static {
 
     /// Check the batch's preconditions and apply its writes atomically.
     fn commit(&self, ns: &str, batch: WriteBatch) -> PendingCommit;
+
+    /// Up to `limit` live deliveries due at or before `now_ms`, oldest first.
+    fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Record a failed attempt of delivery `id`, durably.
+    fn fail_delivery(&self, id: i64, error: &str, retry: Retry) -> PendingCommit;
+
+    /// The dead-lettered deliveries, oldest first.
+    fn dead_letters(&self) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Put a dead-lettered delivery back in the queue with a fresh attempt
+    /// count. Returns whether there was such a dead letter.
+    fn retry_dead_letter(&self, id: i64) -> Result<bool, StoreError>;
+}
+
+/// Milliseconds since the Unix epoch, the clock deliveries are scheduled on.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// Apply `delta` to the counter text `current`, as `increment` defines it.

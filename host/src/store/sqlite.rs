@@ -2,7 +2,10 @@
 //! one writer thread doing group commit, and a pool of read connections.
 //! A commit is acknowledged only after the fsync that made it durable.
 
-use super::{Commit, CounterError, PendingCommit, Store, StoreError, WriteBatch, add_to_counter};
+use super::{
+    Commit, CounterError, Delivery, PendingCommit, Retry, Store, StoreError, WriteBatch,
+    add_to_counter, now_ms,
+};
 use anyhow::Context as _;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::{Path, PathBuf};
@@ -11,6 +14,31 @@ use tokio::sync::oneshot;
 
 /// Most requests folded into one transaction and one fsync.
 const MAX_GROUP: usize = 512;
+
+/// Tables: `kv` holds every component's keys, keyed by namespace; `deliveries`
+/// holds one row per event owed to a subscriber (the outbox), removed when
+/// the subscriber acknowledges it or kept with `dead = 1` once dead-lettered.
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS kv (
+        ns TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value BLOB NOT NULL,
+        PRIMARY KEY (ns, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS deliveries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        source TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at INTEGER NOT NULL,
+        dead INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    );
+    CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (dead, next_at);
+";
 
 /// A durable key-value store in one SQLite file.
 pub struct SqliteStore {
@@ -34,6 +62,16 @@ enum WriteOp {
         batch: WriteBatch,
         reply: oneshot::Sender<Result<Commit, StoreError>>,
     },
+    FailDelivery {
+        id: i64,
+        error: String,
+        retry: Retry,
+        reply: oneshot::Sender<Result<Commit, StoreError>>,
+    },
+    RetryDeadLetter {
+        id: i64,
+        reply: mpsc::SyncSender<Result<bool, StoreError>>,
+    },
 }
 
 impl SqliteStore {
@@ -46,16 +84,7 @@ impl SqliteStore {
             Connection::open(&path).with_context(|| format!("opening store {}", path.display()))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .and_then(|_| conn.pragma_update(None, "synchronous", "FULL"))
-            .and_then(|_| {
-                conn.execute_batch(
-                    "CREATE TABLE IF NOT EXISTS kv (
-                         ns TEXT NOT NULL,
-                         key TEXT NOT NULL,
-                         value BLOB NOT NULL,
-                         PRIMARY KEY (ns, key)
-                     ) WITHOUT ROWID;",
-                )
-            })
+            .and_then(|_| conn.execute_batch(SCHEMA))
             .with_context(|| format!("initialising store {}", path.display()))?;
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -175,13 +204,76 @@ impl Store for SqliteStore {
             batch,
             reply,
         });
-        Box::pin(async move {
-            sent?;
-            answer
-                .await
-                .map_err(|_| StoreError("the store writer stopped before committing".into()))?
+        pending(sent, answer)
+    }
+
+    fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "{DELIVERY_COLUMNS} WHERE dead = 0 AND next_at <= ?1 ORDER BY next_at, id LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![now_ms, limit], delivery_row)?;
+            rows.collect()
         })
     }
+
+    fn fail_delivery(&self, id: i64, error: &str, retry: Retry) -> PendingCommit {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.send(WriteOp::FailDelivery {
+            id,
+            error: error.to_string(),
+            retry,
+            reply,
+        });
+        pending(sent, answer)
+    }
+
+    fn dead_letters(&self) -> Result<Vec<Delivery>, StoreError> {
+        self.with_reader(|conn| {
+            let mut stmt =
+                conn.prepare_cached(&format!("{DELIVERY_COLUMNS} WHERE dead = 1 ORDER BY id"))?;
+            let rows = stmt.query_map([], delivery_row)?;
+            rows.collect()
+        })
+    }
+
+    fn retry_dead_letter(&self, id: i64) -> Result<bool, StoreError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.send(WriteOp::RetryDeadLetter { id, reply })?;
+        answer
+            .recv()
+            .map_err(|_| StoreError("the store writer has stopped".into()))?
+    }
+}
+
+const DELIVERY_COLUMNS: &str =
+    "SELECT id, event_id, topic, payload, source, recipient, attempts, last_error FROM deliveries";
+
+fn delivery_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
+    Ok(Delivery {
+        id: row.get(0)?,
+        event_id: row.get(1)?,
+        topic: row.get(2)?,
+        payload: row.get(3)?,
+        source: row.get(4)?,
+        recipient: row.get(5)?,
+        attempts: row.get(6)?,
+        last_error: row.get(7)?,
+    })
+}
+
+/// Wait for the writer's answer to an operation that may not have been sent.
+fn pending(
+    sent: Result<(), StoreError>,
+    answer: oneshot::Receiver<Result<Commit, StoreError>>,
+) -> PendingCommit {
+    Box::pin(async move {
+        sent?;
+        answer
+            .await
+            .map_err(|_| StoreError("the store writer stopped before committing".into()))?
+    })
 }
 
 /// The writer thread: take every queued operation, apply them in one
@@ -205,6 +297,7 @@ fn apply_group(conn: &mut Connection, group: Vec<WriteOp>) {
         Err(e) => return fail_group(group, &StoreError::from(e)),
     };
     let mut acks = Vec::new();
+    let mut retries = Vec::new();
     for op in group {
         match op {
             WriteOp::Increment {
@@ -227,6 +320,21 @@ fn apply_group(conn: &mut Connection, group: Vec<WriteOp>) {
                 });
                 acks.push((reply, outcome));
             }
+            WriteOp::FailDelivery {
+                id,
+                error,
+                retry,
+                reply,
+            } => {
+                let outcome = fail_delivery(&tx, id, &error, &retry)
+                    .map(|()| Commit::Done)
+                    .map_err(StoreError::from);
+                acks.push((reply, outcome));
+            }
+            WriteOp::RetryDeadLetter { id, reply } => {
+                let outcome = retry_dead_letter(&tx, id).map_err(StoreError::from);
+                retries.push((reply, outcome));
+            }
         }
     }
     match tx.commit() {
@@ -234,11 +342,17 @@ fn apply_group(conn: &mut Connection, group: Vec<WriteOp>) {
             for (reply, outcome) in acks {
                 let _ = reply.send(outcome);
             }
+            for (reply, outcome) in retries {
+                let _ = reply.send(outcome);
+            }
         }
         Err(e) => {
             let e = StoreError::from(e);
             tracing::error!(error = %e, "store commit failed");
             for (reply, _) in acks {
+                let _ = reply.send(Err(e.clone()));
+            }
+            for (reply, _) in retries {
                 let _ = reply.send(Err(e.clone()));
             }
         }
@@ -252,7 +366,10 @@ fn fail_group(group: Vec<WriteOp>, e: &StoreError) {
             WriteOp::Increment { reply, .. } => {
                 let _ = reply.send(Err(CounterError::Store(e.clone())));
             }
-            WriteOp::Commit { reply, .. } => {
+            WriteOp::Commit { reply, .. } | WriteOp::FailDelivery { reply, .. } => {
+                let _ = reply.send(Err(e.clone()));
+            }
+            WriteOp::RetryDeadLetter { reply, .. } => {
                 let _ = reply.send(Err(e.clone()));
             }
         }
@@ -297,5 +414,47 @@ fn apply_batch(conn: &Connection, ns: &str, batch: &WriteBatch) -> Result<Commit
     for (key, value) in &batch.writes {
         write(conn, ns, key, value.as_deref())?;
     }
+    let now = now_ms();
+    for event in &batch.events {
+        for recipient in &event.recipients {
+            conn.prepare_cached(
+                "INSERT INTO deliveries (event_id, topic, payload, source, recipient, next_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                event.id,
+                event.topic,
+                event.payload,
+                event.source,
+                recipient,
+                now
+            ])?;
+        }
+    }
+    if let Some(id) = batch.completes {
+        conn.prepare_cached("DELETE FROM deliveries WHERE id = ?1")?
+            .execute(params![id])?;
+    }
     Ok(Commit::Done)
+}
+
+fn fail_delivery(conn: &Connection, id: i64, error: &str, retry: &Retry) -> rusqlite::Result<()> {
+    let (dead, next_at) = match retry {
+        Retry::At(at) => (0, *at),
+        Retry::DeadLetter => (1, 0),
+    };
+    conn.prepare_cached(
+        "UPDATE deliveries SET attempts = attempts + 1, last_error = ?2, dead = ?3, next_at = ?4
+         WHERE id = ?1",
+    )?
+    .execute(params![id, error, dead, next_at])
+    .map(drop)
+}
+
+fn retry_dead_letter(conn: &Connection, id: i64) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "UPDATE deliveries SET dead = 0, attempts = 0, next_at = ?2 WHERE id = ?1 AND dead = 1",
+    )?
+    .execute(params![id, now_ms()])
+    .map(|changed| changed == 1)
 }

@@ -39,6 +39,8 @@ impl Handler for Misbehave {
                 let _ = kv::set("hammer", b"x");
                 let _ = kv::get("hammer");
             },
+            // Standing in for a broken users service in cross-service tests.
+            users if users.starts_with("/users") => panic!("users is down"),
             _ => http::error(404, "unknown misbehaviour"),
         }
     }

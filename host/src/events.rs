@@ -1,0 +1,147 @@
+//! Event delivery: a background task takes due deliveries from the store's
+//! outbox, hands each to its subscriber, and on failure schedules a retry
+//! with exponential backoff, dead-lettering it after the configured number
+//! of attempts. Delivery is at least once; a subscriber's effect is applied
+//! once because its writes commit with the acknowledgement.
+
+use crate::dispatch;
+use crate::mesh::Mesh;
+use crate::store::{Delivery, Retry, Store as _, now_ms};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How deliveries are retried.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// Attempts before an event is dead-lettered.
+    pub max_attempts: u32,
+    /// Wait before the second attempt; doubled for each later one.
+    pub backoff: Duration,
+    /// Longest wait between attempts.
+    pub max_backoff: Duration,
+    /// How often to look for due deliveries when nothing wakes the worker.
+    pub poll: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            max_attempts: 5,
+            backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(60),
+            poll: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Deliveries taken from the store per pass.
+const BATCH: usize = 64;
+
+/// Deliver events until `shutdown` resolves. Events still pending then stay
+/// in the store and are delivered after the next start.
+pub async fn run(mesh: Arc<Mesh>, config: DeliveryConfig, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        let due = match mesh.app.store.due_deliveries(now_ms(), BATCH) {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read due deliveries");
+                Vec::new()
+            }
+        };
+        let idle = due.is_empty();
+        for delivery in due {
+            deliver(&mesh, &config, delivery).await;
+        }
+        if idle {
+            tokio::select! {
+                () = tokio::time::sleep(config.poll) => {}
+                () = &mut shutdown => return,
+            }
+        }
+    }
+}
+
+async fn deliver(mesh: &Arc<Mesh>, config: &DeliveryConfig, delivery: Delivery) {
+    let recipient = delivery.recipient.clone();
+    let failure = match mesh.app.component(&recipient) {
+        None => Some(format!("no component is named `{recipient}`")),
+        Some(component) => {
+            let request_id: Arc<str> = format!("event-{}", delivery.event_id).into();
+            // The component's own timeout bounds the call; this is only a ceiling.
+            let env = mesh.env(request_id, Instant::now() + Duration::from_secs(600));
+            match dispatch::deliver(&component, env, &delivery).await {
+                Ok(Ok(())) => None,
+                Ok(Err(refusal)) => Some(refusal),
+                Err(e) => Some(e.to_string()),
+            }
+        }
+    };
+    let Some(error) = failure else {
+        tracing::debug!(component = %recipient, event = %delivery.event_id, "event delivered");
+        return;
+    };
+    let attempts = delivery.attempts + 1;
+    let retry = if attempts >= config.max_attempts {
+        tracing::warn!(component = %recipient, event = %delivery.event_id, attempts, "event dead-lettered: {error}");
+        Retry::DeadLetter
+    } else {
+        let wait = config
+            .backoff
+            .saturating_mul(1 << (attempts - 1).min(20))
+            .min(config.max_backoff);
+        tracing::info!(component = %recipient, event = %delivery.event_id, attempts, "delivery failed, retrying in {} ms: {error}", wait.as_millis());
+        Retry::At(now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
+    };
+    if let Err(e) = mesh
+        .app
+        .store
+        .fail_delivery(delivery.id, &error, retry)
+        .await
+    {
+        tracing::error!(error = %e, "cannot record a failed delivery");
+    }
+}
+
+/// `berth dead-letters list`: print the dead letters of the store in `data`.
+pub fn print_dead_letters(data: &std::path::Path) -> anyhow::Result<()> {
+    let store = open_existing(data)?;
+    let dead: Vec<_> = store
+        .dead_letters()?
+        .into_iter()
+        .map(|d| {
+            serde_json::json!({
+                "id": d.id,
+                "event_id": d.event_id,
+                "topic": d.topic,
+                "payload": d.payload,
+                "source": d.source,
+                "recipient": d.recipient,
+                "attempts": d.attempts,
+                "last_error": d.last_error,
+            })
+        })
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&dead)?);
+    Ok(())
+}
+
+/// `berth dead-letters retry ID`: queue a dead letter again.
+pub fn retry_dead_letter(data: &std::path::Path, id: i64) -> anyhow::Result<()> {
+    let store = open_existing(data)?;
+    if !store.retry_dead_letter(id)? {
+        anyhow::bail!(
+            "no dead letter has id {id}; `berth dead-letters list --data {}` shows them",
+            data.display()
+        );
+    }
+    println!("delivery {id} queued again");
+    Ok(())
+}
+
+fn open_existing(data: &std::path::Path) -> anyhow::Result<crate::store::SqliteStore> {
+    if !data.join("berth.db").exists() {
+        anyhow::bail!("there is no store in {}", data.display());
+    }
+    crate::store::SqliteStore::open(data)
+}

@@ -1,0 +1,88 @@
+//! The state of one call into one component: the wasmtime store data. It
+//! says which component is running and carries everything its imports may
+//! reach: its own key-value transaction, the services it may call, the
+//! events it publishes, and the request's id and deadline.
+
+use crate::capabilities::kv::KvTxn;
+use crate::capabilities::log::LogSink;
+use crate::capabilities::services::Services;
+use crate::capabilities::stderr::CapturedStderr;
+use crate::store::{NewEvent, Store, WriteBatch};
+use std::sync::Arc;
+use std::time::Instant;
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// What a call runs with, besides the component itself.
+#[derive(Clone)]
+pub struct CallEnv {
+    /// The store holding every namespace; the call reaches only its own.
+    pub store: Arc<dyn Store>,
+    /// Where the component's log lines go besides tracing (tests).
+    pub log_sink: Option<Arc<dyn LogSink>>,
+    /// Other components this one may call and publish to; `None` grants nothing.
+    pub services: Option<Arc<dyn Services>>,
+    /// The request id, passed along every call the request makes.
+    pub request_id: Arc<str>,
+    /// How many calls deep this one is (0 for a request from outside).
+    pub depth: u32,
+    /// The caller's deadline; the callee's own timeout may be sooner.
+    pub deadline: Instant,
+}
+
+/// The store data of one call.
+pub struct Invocation {
+    pub(crate) component: Arc<str>,
+    pub(crate) kv: KvTxn,
+    pub(crate) env: CallEnv,
+    /// When this call must end: the sooner of its own timeout and the caller's.
+    pub(crate) deadline: Instant,
+    /// Events published so far, committed with the key-value writes.
+    pub(crate) events: Vec<NewEvent>,
+    pub(crate) limits: StoreLimits,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl Invocation {
+    pub(crate) fn new(
+        component: Arc<str>,
+        env: CallEnv,
+        deadline: Instant,
+        max_memory_bytes: usize,
+        stderr: &CapturedStderr,
+    ) -> Invocation {
+        Invocation {
+            kv: KvTxn::new(env.store.clone(), component.clone()),
+            component,
+            env,
+            deadline,
+            events: Vec::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(max_memory_bytes)
+                .instances(16)
+                .build(),
+            // No preopened directories, environment, arguments or sockets:
+            // only what WASI grants every guest (clocks, random).
+            wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
+            table: ResourceTable::new(),
+        }
+    }
+
+    /// The writes and events to commit once the call has returned.
+    pub(crate) fn into_batch(self) -> WriteBatch {
+        let mut batch = self.kv.into_batch();
+        batch.events = self.events;
+        batch
+    }
+}
+
+impl WasiView for Invocation {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
