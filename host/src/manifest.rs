@@ -18,7 +18,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// Paths the host answers itself; no component may claim them.
-pub const RESERVED_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
+pub const RESERVED_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics", "/openapi.json"];
 
 /// The manifest `berth serve` uses when given none: the built-in services.
 pub const DEFAULT_MANIFEST: &str = r#"

@@ -143,6 +143,7 @@ async fn handle(
             );
         }
         "/readyz" => return json(StatusCode::OK, serde_json::json!({ "status": "ready" })),
+        "/openapi.json" => return openapi(),
         _ => {}
     }
     let Some(component) = mesh.app.component_for(req.uri().path()) else {
@@ -358,6 +359,17 @@ fn invoke_error(component: &str, e: InvokeError) -> Response<Body> {
         }
     }
 }
+
+/// The OpenAPI document of the built-in users and orders API.
+fn openapi() -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
 /// A JSON error response: `{"error": message}`.
 pub fn error(status: StatusCode, message: &str) -> Response<Body> {
