@@ -442,6 +442,30 @@ fn admin_needs_the_right_token_and_is_not_on_the_public_port() {
 }
 
 #[test]
+fn sigterm_stops_the_admin_listener_and_the_watcher_too() {
+    let s = start(&["--watch"]);
+    // An idle kept-alive admin connection must not hold up the exit.
+    let mut idle = TcpStream::connect(s.admin).unwrap();
+    idle.write_all(
+        format!("GET /components HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let Swappable { berth, _dir, .. } = s;
+    let started = Instant::now();
+    let status = berth.terminate();
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?} to stop",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn admin_start_up_is_refused_without_a_token_or_on_a_public_address() {
     let dir = data_dir();
     let check = |args: &[&str], env: Option<&str>, needle: &str| {
