@@ -22,8 +22,13 @@
 #   PODMAN_BUILD_OPTS       extra `podman build` options
 #                           (--isolation chroot --network host)
 #   PODMAN_RUN_OPTS         extra `podman run` options (runc, ulimits)
-#   BERTH_NETWORK=publish   publish the port with -p instead of sharing the
-#                           host's network (the default, host)
+#   BERTH_NETWORK=publish   publish the port with -p 127.0.0.1:PORT:8080 and
+#                           keep the default command, instead of the default
+#                           `host`: the host's network namespace, berth on
+#                           127.0.0.1:PORT, so no traffic leaves loopback
+
+# `check && check || fail` is meant: it fails when any check does.
+# shellcheck disable=SC2015
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
