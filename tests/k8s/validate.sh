@@ -3,6 +3,7 @@
 #   1. yamllint --strict (the repository's .yamllint), on every file;
 #   2. kubernetes-validate --strict against the newest Kubernetes version it
 #      knows, on every resource: unknown fields and wrong types fail;
+#   (if kubectl is installed, also the output of `kubectl kustomize`);
 #   3. the kustomization lists exactly the resources in the folder, and the
 #      Deployment keeps the invariants the store needs (one replica,
 #      Recreate, a grace period above the drain timeout, a valid manifest).
@@ -47,6 +48,21 @@ validate() {
     done
     "$venv/bin/kubernetes-validate" --strict --kubernetes-version "$k8s_version" \
         "${resources[@]}" || failed=1
+
+    if command -v kubectl >/dev/null; then
+        echo "--- kubectl kustomize, then kubernetes-validate --strict on the result"
+        local rendered
+        rendered="$(mktemp --suffix=.yaml)"
+        if kubectl kustomize "$dir" >"$rendered"; then
+            "$venv/bin/kubernetes-validate" --strict --kubernetes-version "$k8s_version" \
+                "$rendered" || failed=1
+        else
+            failed=1
+        fi
+        rm -f "$rendered"
+    else
+        echo "--- (no kubectl here: the kustomization is checked below, not rendered)"
+    fi
 
     echo "--- kustomization and deployment invariants"
     "$venv/bin/python" - "$dir" <<'PY' || failed=1
