@@ -1,12 +1,16 @@
 //! End-to-end tests: each starts the real `berth` binary on port 0 with a
 //! fresh data directory and drives it over HTTP on loopback.
 
+mod badinput;
 mod cli;
+mod crash;
 mod durability;
 mod events;
 mod faults;
+mod fuzz;
 mod http;
 mod orders;
+mod shutdown;
 mod support;
 mod swap;
 mod users;

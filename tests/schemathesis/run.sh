@@ -31,6 +31,7 @@ berth="$target/release/berth"
 
 work=$(mktemp -d)
 pid=
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
         kill -KILL "$pid" 2>/dev/null || true
