@@ -368,7 +368,7 @@ fn watch_rejects_bad_files_and_the_old_version_keeps_serving() {
 fn a_running_request_finishes_on_the_version_it_started_with() {
     let s = start(&[]);
     let addr = s.berth.addr;
-    let slow = std::thread::spawn(move || request_at(addr, "GET", "/swap/slow?ms=3000", &[], b""));
+    let slow = std::thread::spawn(move || request_at(addr, "GET", "/swap/slow?ms=5000", &[], b""));
     assert!(
         s.logs
             .wait_for_line(&["swapper", "slow request started on v1"], SWAP_TIMEOUT),
@@ -377,6 +377,10 @@ fn a_running_request_finishes_on_the_version_it_started_with() {
     let reply = s.admin("PUT", "/components/swapper", &v2());
     assert_eq!(reply.status, 200);
     assert_eq!(s.version(), "v2");
+    assert!(
+        !slow.is_finished(),
+        "the slow request ended before the swap; the test proves nothing"
+    );
     let slow = slow.join().unwrap();
     assert_eq!(slow.status, 200);
     assert_eq!(slow.header("x-version"), Some("v1"));
