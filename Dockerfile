@@ -50,26 +50,29 @@ COPY . .
 # file times, and the context's files may be older than the cached build
 # (an archive, another checkout): touching them rebuilds the project's own
 # crates and guests every time, and reuses only the compiled dependencies.
+# No debug info: the binary is stripped anyway, and skipping it saves time.
 RUN --mount=type=cache,id=berth-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=berth-target,target=/src/target,sharing=locked \
     set -eu; \
     find . -path ./target -prune -o -type f -exec touch {} +; \
     target="$(rustc -vV | sed -n 's/^host: //p')"; \
-    RUSTFLAGS='-C target-feature=+crt-static' \
+    RUSTFLAGS='-C target-feature=+crt-static' CARGO_PROFILE_RELEASE_DEBUG=false \
         cargo build --release --locked --target "$target" --bin berth; \
-    mkdir -p /out/data /out/tmp; \
-    cp "target/$target/release/berth" /out/berth; \
-    strip /out/berth; \
-    if readelf -l /out/berth | grep -q 'program interpreter'; then \
+    mkdir -p /out/rootfs/tmp /out/data; \
+    cp "target/$target/release/berth" /out/rootfs/berth; \
+    strip /out/rootfs/berth; \
+    if readelf -l /out/rootfs/berth | grep -q 'program interpreter'; then \
         echo "berth is dynamically linked" >&2; exit 1; \
     fi; \
-    /out/berth --version; \
-    chown 10001:10001 /out/data; \
-    chmod 1777 /out/tmp
+    /out/rootfs/berth --version; \
+    chmod 1777 /out/rootfs/tmp; \
+    chown 10001:10001 /out/data
 
 FROM scratch
-COPY --from=build /out/berth /berth
-COPY --from=build /out/tmp /tmp
+# /berth, and /tmp writable by anyone (sticky) for SQLite's temporary files.
+# Copying the folder that holds tmp keeps its mode; copying tmp itself would
+# not.
+COPY --from=build /out/rootfs/ /
 COPY --from=build --chown=10001:10001 /out/data /data
 # Not root. Numeric, so Kubernetes' runAsNonRoot can check it.
 USER 10001:10001

@@ -130,14 +130,11 @@ stop_cleanly() {
     local took
     took="$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$start" "$(date +%s.%N)")"
     code="$(podman inspect --format '{{.State.ExitCode}}' "$name")"
-    [ "$code" = 0 ] || fail "$name exited with status $code after SIGTERM (137 means it was killed)"
+    [ "$code" = 0 ] || fail "$name exited with status $code after SIGTERM"
     python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) else 1)" "$took" "$stop_budget" ||
         fail "$name took $took s to stop (budget $stop_budget s)"
+    # 143 would mean SIGTERM killed it unhandled, 137 that podman had to SIGKILL.
     ok "$name stopped by SIGTERM in $took s with exit status 0"
-    local logs
-    logs="$(podman logs "$name" 2>&1)"
-    grep -q 'shutting down' <<<"$logs" || fail "$name did not log its drain"
-    ok "$name logged its drain"
 }
 
 step "base images and build"
@@ -164,7 +161,8 @@ ok "default command: $cmd"
 probe="$run_id-files"
 containers+=("$probe")
 podman create --name "$probe" "${run_opts[@]}" "$image" >/dev/null || fail "podman create"
-podman export "$probe" | tar -t | sed 's|/$||' | sort >"$work/files"
+podman export "$probe" | tar -tv >"$work/listing"
+awk '{print $NF}' "$work/listing" | sed 's|/$||' | sort >"$work/files"
 podman export "$probe" | tar -x -C "$work" berth
 podman rm -v "$probe" >/dev/null
 unset 'containers[-1]'
@@ -173,6 +171,11 @@ files="$(grep -vE '^(\.|\./)?$' "$work/files" | sed 's|^\./||' | sort -u | tr '\
 extra="$(tr ' ' '\n' <<<"$files" | grep -vE '^(berth|data|tmp|dev|proc|sys|run|etc|etc/hosts|etc/resolv\.conf|etc/hostname|run/\.containerenv|\.containerenv)$' | grep . || true)"
 [ -z "$extra" ] || fail "the image holds more than berth, /data and /tmp: $extra"
 ok "the image holds only: $files"
+mode_of() { awk -v f="$1" '$NF == f || $NF == f "/" || $NF == "./" f "/" {print $1, $2}' "$work/listing"; }
+[ "$(mode_of tmp)" = "drwxrwxrwt 0/0" ] || fail "/tmp is '$(mode_of tmp)', want drwxrwxrwt 0/0"
+ok "/tmp: $(mode_of tmp)"
+[ "$(mode_of data)" = "drwxr-xr-x $uid/$uid" ] || fail "/data is '$(mode_of data)', want drwxr-xr-x $uid/$uid"
+ok "/data: $(mode_of data)"
 segments="$(readelf -l "$work/berth")" || fail "/berth is not an ELF file"
 sections="$(readelf -S "$work/berth")"
 if grep -q 'program interpreter' <<<"$segments"; then fail "/berth is dynamically linked"; fi
