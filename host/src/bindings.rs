@@ -11,5 +11,5 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use berth::service::types::{Header, Request, Response};
-pub use exports::berth::service::subscriber::Event;
+pub use self::berth::service::types::{Header, Request, Response};
+pub use self::exports::berth::service::subscriber::Event;

@@ -6,6 +6,7 @@
 
 use crate::dispatch;
 use crate::mesh::Mesh;
+use crate::metrics::{DeliveryLabels, metrics};
 use crate::store::{Delivery, Retry, Store as _, now_ms};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,6 +78,18 @@ async fn deliver(mesh: &Arc<Mesh>, config: &DeliveryConfig, delivery: Delivery) 
             }
         }
     };
+    let outcome = match (&failure, delivery.attempts + 1 >= config.max_attempts) {
+        (None, _) => "delivered",
+        (Some(_), false) => "retried",
+        (Some(_), true) => "dead_lettered",
+    };
+    metrics()
+        .deliveries
+        .get_or_create(&DeliveryLabels {
+            component: recipient.clone(),
+            outcome,
+        })
+        .inc();
     let Some(error) = failure else {
         tracing::debug!(component = %recipient, event = %delivery.event_id, "event delivered");
         return;

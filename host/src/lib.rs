@@ -12,6 +12,7 @@ pub mod events;
 pub mod invocation;
 pub mod manifest;
 pub mod mesh;
+pub mod metrics;
 pub mod router;
 pub mod runtime;
 pub mod server;

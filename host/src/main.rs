@@ -23,6 +23,16 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr: `text` for people, `json` (one object per line)
+    /// for log collectors. RUST_LOG filters as usual (default `info`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -78,6 +88,10 @@ struct ServeArgs {
     /// Seconds to let in-flight requests finish after SIGTERM or Ctrl-C.
     #[arg(long, default_value_t = 20)]
     drain_timeout_secs: u64,
+    /// Seconds to keep serving after SIGTERM with /readyz answering 503, so
+    /// a load balancer stops sending traffic before the drain begins.
+    #[arg(long, default_value_t = 0)]
+    shutdown_delay_secs: u64,
     /// Deepest chain of cross-service calls; a deeper call fails with `too-deep`.
     #[arg(long, default_value_t = berth::mesh::DEFAULT_MAX_CALL_DEPTH)]
     max_call_depth: u32,
@@ -119,15 +133,19 @@ struct ServeArgs {
 const ADMIN_TOKEN_ENV: &str = "BERTH_ADMIN_TOKEN";
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::DeadLetters(DeadLettersCommand::List { data }) => {
@@ -179,6 +197,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_in_flight: args.max_in_flight.max(1),
         max_body_bytes: args.max_body_bytes,
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+        shutdown_delay: Duration::from_secs(args.shutdown_delay_secs),
         ..ServerConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -7,12 +7,13 @@ use crate::bindings::exports::berth::service::{handler, subscriber};
 use crate::bindings::{Event, Request, Response, Service};
 use crate::capabilities::stderr::CapturedStderr;
 use crate::invocation::Invocation;
+use crate::metrics::{Metrics, metrics};
 use crate::store::WriteBatch;
 use anyhow::{Context as _, anyhow};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use wasmtime::component::{InstancePre, Linker};
+use wasmtime::component::{Instance, InstancePre, Linker};
 
 pub use wasmtime::component::Component;
 use wasmtime::{
@@ -201,7 +202,7 @@ impl LoadedComponent {
     ) -> Result<(Response, WriteBatch), CallError> {
         let (mut store, stderr) = self.new_store(env);
         let outcome = async {
-            let instance = self.pre.instantiate_async(&mut store).await?;
+            let instance = self.instantiate(&mut store).await?;
             let handler = self.handler.load(&mut store, &instance)?;
             handler.call_handle(&mut store, request).await
         }
@@ -222,12 +223,22 @@ impl LoadedComponent {
         };
         let (mut store, stderr) = self.new_store(env);
         let outcome = async {
-            let instance = self.pre.instantiate_async(&mut store).await?;
+            let instance = self.instantiate(&mut store).await?;
             let subscriber = subscriber.load(&mut store, &instance)?;
             subscriber.call_on_event(&mut store, event).await
         }
         .await;
         self.finish(outcome, store, &stderr)
+    }
+
+    async fn instantiate(&self, store: &mut Store<Invocation>) -> wasmtime::Result<Instance> {
+        let started = Instant::now();
+        let instance = self.pre.instantiate_async(store).await?;
+        metrics()
+            .instantiate_seconds
+            .get_or_create(&Metrics::component(&self.name))
+            .observe(started.elapsed().as_secs_f64());
+        Ok(instance)
     }
 
     fn new_store(&self, env: CallEnv) -> (Store<Invocation>, CapturedStderr) {
@@ -269,18 +280,28 @@ impl LoadedComponent {
         match outcome {
             Ok(value) => Ok((value, store.into_data().into_batch())),
             Err(e) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
+                metrics()
+                    .timeouts
+                    .get_or_create(&Metrics::component(&self.name))
+                    .inc();
                 Err(CallError::Timeout(self.limits.timeout))
             }
-            Err(e) => Err(CallError::Trap(TrapInfo {
-                reason: match e.downcast_ref::<Trap>() {
-                    Some(trap) => trap.to_string(),
-                    None => e.to_string().lines().next().unwrap_or("").to_string(),
-                },
-                details: if printed.is_empty() {
-                    format!("{e:?}")
-                } else {
-                    format!("{printed}\n{e:?}")
-                },
+            Err(e) => Err(CallError::Trap({
+                metrics()
+                    .traps
+                    .get_or_create(&Metrics::component(&self.name))
+                    .inc();
+                TrapInfo {
+                    reason: match e.downcast_ref::<Trap>() {
+                        Some(trap) => trap.to_string(),
+                        None => e.to_string().lines().next().unwrap_or("").to_string(),
+                    },
+                    details: if printed.is_empty() {
+                        format!("{e:?}")
+                    } else {
+                        format!("{printed}\n{e:?}")
+                    },
+                }
             })),
         }
     }

@@ -5,6 +5,7 @@
 use crate::bindings::{Header, Request as WitRequest, Response as WitResponse};
 use crate::dispatch::{self, InvokeError};
 use crate::mesh::Mesh;
+use crate::metrics::{Metrics, RequestLabels, metrics};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
@@ -36,6 +37,9 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
+    /// How long to keep serving, unready, between the shutdown signal and
+    /// the drain.
+    pub shutdown_delay: Duration,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +51,7 @@ impl Default for ServerConfig {
             max_response_bytes: 16 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(20),
+            shutdown_delay: Duration::ZERO,
         }
     }
 }
@@ -71,6 +76,16 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
         .keep_alive(true);
+    // Once signalled, /readyz turns 503 at once, but the listener keeps
+    // accepting for the shutdown delay; only then does the drain begin.
+    let unready = draining.clone();
+    let delay = config.shutdown_delay;
+    let shutdown = async move {
+        shutdown.await;
+        unready.store(true, Ordering::Relaxed);
+        tracing::info!("shutdown signalled: /readyz now answers 503");
+        tokio::time::sleep(delay).await;
+    };
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -125,6 +140,7 @@ pub async fn serve(
     Ok(())
 }
 
+/// Answer one request, then count it and log one line about it.
 async fn handle(
     mesh: &Arc<Mesh>,
     config: &ServerConfig,
@@ -132,26 +148,83 @@ async fn handle(
     draining: &AtomicBool,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let request_id = request_id(&req);
+    let (mut response, component) =
+        answer(mesh, config, in_flight, draining, req, &request_id).await;
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    if let Some(component) = &component {
+        let m = metrics();
+        m.requests
+            .get_or_create(&RequestLabels {
+                component: component.to_string(),
+                method: method.to_string(),
+                status,
+            })
+            .inc();
+        m.request_seconds
+            .get_or_create(&Metrics::component(component))
+            .observe(took.as_secs_f64());
+    }
+    tracing::info!(
+        target: "request",
+        %method,
+        path,
+        component = component.as_deref().unwrap_or("-"),
+        status,
+        duration_ms = took.as_secs_f64() * 1000.0,
+        request_id = &*request_id,
+        "request"
+    );
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// The response, and the component that produced it if one did.
+async fn answer(
+    mesh: &Arc<Mesh>,
+    config: &ServerConfig,
+    in_flight: &Semaphore,
+    draining: &AtomicBool,
+    req: Request<Incoming>,
+    request_id: &Arc<str>,
+) -> (Response<Body>, Option<Arc<str>>) {
     match req.uri().path() {
-        "/healthz" => return json(StatusCode::OK, serde_json::json!({ "status": "ok" })),
+        "/healthz" => {
+            return (
+                json(StatusCode::OK, serde_json::json!({ "status": "ok" })),
+                None,
+            );
+        }
         // Everything is loaded before the port opens, so the only time the
         // server is up but not ready is while it drains.
         "/readyz" if draining.load(Ordering::Relaxed) => {
-            return error(
+            let response = error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "draining: the server is shutting down",
             );
+            return (response, None);
         }
-        "/readyz" => return json(StatusCode::OK, serde_json::json!({ "status": "ready" })),
-        "/openapi.json" => return openapi(),
+        "/readyz" => {
+            return (
+                json(StatusCode::OK, serde_json::json!({ "status": "ready" })),
+                None,
+            );
+        }
+        "/openapi.json" => return (openapi(), None),
+        "/metrics" => return (metrics_text(), None),
         _ => {}
     }
     let Some(component) = mesh.app.component_for(req.uri().path()) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("no service is routed at {}", req.uri().path()),
-        );
+        let message = format!("no service is routed at {}", req.uri().path());
+        return (error(StatusCode::NOT_FOUND, &message), None);
     };
+    let name = component.name().clone();
     let Ok(_permit) = in_flight.try_acquire() else {
         let mut response = error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -160,12 +233,12 @@ async fn handle(
         response
             .headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-        return response;
+        return (response, Some(name));
     };
-    let request_id = request_id(&req);
+    let _counted = InFlight::enter();
     let mut request = match read_request(req, config.max_body_bytes).await {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(response) => return (response, Some(name)),
     };
     request
         .headers
@@ -174,16 +247,37 @@ async fn handle(
         name: "x-request-id".into(),
         value: request_id.to_string(),
     });
-    let name = component.name().clone();
     // The component's own timeout decides; this only caps calls it makes.
     let env = mesh.env(request_id.clone(), Instant::now() + MAX_REQUEST_TIME);
-    let mut response = match dispatch::invoke(&component, env, &request).await {
+    let response = match dispatch::invoke(&component, env, &request).await {
         Ok(response) => write_response(&name, response, config.max_response_bytes),
         Err(e) => invoke_error(&name, e),
     };
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", value);
+    (response, Some(name))
+}
+
+/// Counts a request in the in-flight gauge for as long as it lives.
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> InFlight {
+        metrics().in_flight.inc();
+        InFlight
     }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics().in_flight.dec();
+    }
+}
+
+fn metrics_text() -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(metrics().render())));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
     response
 }
 

@@ -9,6 +9,7 @@ mod events;
 mod faults;
 mod fuzz;
 mod http;
+mod ops;
 mod orders;
 mod shutdown;
 mod support;

@@ -361,3 +361,30 @@ pub fn request_at(
 pub fn parse_reply(raw: &[u8]) -> Reply {
     Reply::parse(raw)
 }
+
+impl Berth {
+    /// Send SIGTERM without waiting for the exit.
+    pub fn send_sigterm(&self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Wait for the process to exit, for at most `limit`.
+    pub fn wait_exit(mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("polling berth") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "berth did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -4,10 +4,12 @@
 
 use crate::bindings::berth::service::kv::{Entry, Error, Host};
 use crate::invocation::Invocation;
+use crate::metrics::metrics;
 use crate::store::{
     CounterError, MAX_KEY_LEN, MAX_PAGE, MAX_VALUE_LEN, Store, StoreError, WriteBatch,
 };
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Most distinct keys one request may write.
 const MAX_WRITES: usize = 10_000;
@@ -128,6 +130,27 @@ impl KvTxn {
     }
 }
 
+/// Records one operation's kind and latency in the metrics when dropped.
+struct OpTimer {
+    op: &'static str,
+    started: Instant,
+}
+
+impl OpTimer {
+    fn start(op: &'static str) -> OpTimer {
+        OpTimer {
+            op,
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Drop for OpTimer {
+    fn drop(&mut self) {
+        metrics().kv(self.op, self.started.elapsed());
+    }
+}
+
 fn unavailable(e: StoreError) -> Error {
     Error::Unavailable(e.0)
 }
@@ -157,17 +180,20 @@ fn check_value(value: &[u8]) -> Result<(), Error> {
 
 impl Host for Invocation {
     fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, Error> {
+        let _timer = OpTimer::start("get");
         check_key(&key)?;
         Ok(self.kv.current(&key)?.0)
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), Error> {
+        let _timer = OpTimer::start("set");
         check_key(&key)?;
         check_value(&value)?;
         self.kv.stage(key, Some(value))
     }
 
     fn delete(&mut self, key: String) -> Result<bool, Error> {
+        let _timer = OpTimer::start("delete");
         check_key(&key)?;
         let existed = self.kv.current(&key)?.0.is_some();
         self.kv.stage(key, None)?;
@@ -180,6 +206,7 @@ impl Host for Invocation {
         start_after: Option<String>,
         limit: u32,
     ) -> Result<Vec<String>, Error> {
+        let _timer = OpTimer::start("list_keys");
         let page = self.kv.page(&prefix, start_after.as_deref(), limit)?;
         Ok(page.into_iter().map(|(k, _)| k).collect())
     }
@@ -190,6 +217,7 @@ impl Host for Invocation {
         start_after: Option<String>,
         limit: u32,
     ) -> Result<Vec<Entry>, Error> {
+        let _timer = OpTimer::start("scan");
         let page = self.kv.page(&prefix, start_after.as_deref(), limit)?;
         Ok(page
             .into_iter()
@@ -198,6 +226,7 @@ impl Host for Invocation {
     }
 
     fn insert(&mut self, key: String, value: Vec<u8>) -> Result<bool, Error> {
+        let _timer = OpTimer::start("insert");
         self.kv.conditional_write(key, None, value)
     }
 
@@ -207,10 +236,12 @@ impl Host for Invocation {
         expected: Option<Vec<u8>>,
         new: Vec<u8>,
     ) -> Result<bool, Error> {
+        let _timer = OpTimer::start("compare_and_swap");
         self.kv.conditional_write(key, expected.as_deref(), new)
     }
 
     fn increment(&mut self, key: String, delta: i64) -> Result<i64, Error> {
+        let _timer = OpTimer::start("increment");
         check_key(&key)?;
         if self.kv.batch.writes.contains_key(&key) {
             return Err(Error::Invalid(format!(
