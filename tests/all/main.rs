@@ -9,6 +9,7 @@ mod events;
 mod faults;
 mod fuzz;
 mod http;
+mod isolation;
 mod ops;
 mod orders;
 mod shutdown;

@@ -45,16 +45,17 @@ fn kv_report() -> Value {
         Ok(None) => Value::Null,
         Err(e) => json!(format!("error: {e:?}")),
     };
-    let all_keys_before = keys("");
-    // Written in snoop's own namespace: must not touch users' record.
-    let wrote = kv::set(USERS_KEY, br#"{"id":1,"name":"Mallory"}"#).is_ok();
-    json!({
+    // Everything is read before the write below, which would shadow it.
+    let mut report = json!({
         "users_key": read(USERS_KEY),
         "escaped_key": read(&format!("../users/{USERS_KEY}")),
         "nul_key": read(&format!("users\0{USERS_KEY}")),
-        "keys_before_write": all_keys_before,
-        "wrote_own_copy": wrote,
-    })
+        "keys_before_write": keys(""),
+    });
+    // Written in snoop's own namespace: must not touch users' record.
+    let wrote = kv::set(USERS_KEY, br#"{"id":1,"name":"Mallory"}"#).is_ok();
+    report["wrote_own_copy"] = json!(wrote);
+    report
 }
 
 fn fs_report() -> Value {
