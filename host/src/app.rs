@@ -5,6 +5,7 @@
 
 use crate::builtin;
 use crate::manifest::{Manifest, WasmSource};
+use crate::metrics::{Metrics, metrics};
 use crate::router::Router;
 use crate::runtime::{CallLimits, LoadedComponent, Runtime};
 use crate::store::Store;
@@ -217,14 +218,19 @@ impl App {
         let runtime = self.runtime.clone();
         let limits = slot.limits.clone();
         let owned_name = name.to_string();
+        let labels = Metrics::component(name);
         let loaded = tokio::task::spawn_blocking(move || {
             runtime
                 .load(&owned_name, &wasm, limits)
                 .map(|loaded| (loaded, wasm))
         })
         .await
-        .map_err(|e| SwapError::Rejected(format!("compiling component `{name}` failed: {e}")))?
-        .map_err(|e| SwapError::Rejected(format!("{e:#}")))?;
+        .map_err(|e| SwapError::Rejected(format!("compiling component `{name}` failed: {e}")))
+        .and_then(|loaded| loaded.map_err(|e| SwapError::Rejected(format!("{e:#}"))))
+        .inspect_err(|_| {
+            metrics().swaps_rejected.get_or_create(&labels).inc();
+        })?;
+        metrics().swaps.get_or_create(&labels).inc();
         let next = Arc::new(Version::new(loaded.0, &loaded.1));
         let info = next.info();
         slot.install(next);
@@ -266,6 +272,10 @@ impl App {
         };
         let info = target.info();
         *previous = Some(slot.live.swap(target));
+        metrics()
+            .swaps
+            .get_or_create(&Metrics::component(name))
+            .inc();
         Ok(info)
     }
 }
