@@ -309,3 +309,29 @@ fn an_event_acknowledged_before_a_crash_is_delivered_after_restart() {
     });
     assert!(status.is_some(), "the event was lost in the crash");
 }
+
+#[test]
+fn a_call_chain_past_the_depth_limit_fails_as_a_value() {
+    let dir = data_dir();
+    let manifest = write_file(
+        dir.path(),
+        "berth.toml",
+        &format!(
+            "[components.misbehave]\nwasm = {:?}\nroutes = [\"/misbehave\"]\ncalls = [\"misbehave\"]\n",
+            guest("misbehave")
+        ),
+    );
+    let berth = Berth::start_with(
+        &dir.path().join("data"),
+        &[
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--max-call-depth",
+            "3",
+        ],
+    );
+    berth.get("/misbehave/call-self").assert_error(
+        508,
+        "calling `misbehave` from `misbehave` would nest 4 calls; the limit is 3",
+    );
+}

@@ -2,6 +2,7 @@
 //! build covers every failure the host must contain.
 
 use berth_sdk::http;
+use berth_sdk::services::{self, CallError};
 use berth_sdk::{Handler, Level, Request, Response, kv, log};
 
 struct Misbehave;
@@ -10,6 +11,15 @@ impl Handler for Misbehave {
     fn handle(request: Request) -> Response {
         let path = request.path.clone();
         match path.as_str() {
+            // Calls itself through the host, so the chain only ends at the
+            // host's depth limit; the error comes back as a value.
+            "/misbehave/call-self" => {
+                match services::call("misbehave", &Request::new("GET", "/misbehave/call-self")) {
+                    Ok(response) => response,
+                    Err(CallError::TooDeep(message)) => http::error(508, &message),
+                    Err(other) => http::error(502, &format!("{other:?}")),
+                }
+            }
             "/misbehave/ok" => {
                 log(Level::Info, "all is well");
                 http::json(200, &"ok")
