@@ -194,6 +194,20 @@ async fn answer(
     req: Request<Incoming>,
     request_id: &Arc<str>,
 ) -> (Response<Body>, Option<Arc<str>>) {
+    let host_path = matches!(
+        req.uri().path(),
+        "/healthz" | "/readyz" | "/openapi.json" | "/metrics"
+    );
+    if host_path && req.method() != hyper::Method::GET && req.method() != hyper::Method::HEAD {
+        let mut response = error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("method {} is not allowed here; allowed: GET", req.method()),
+        );
+        response
+            .headers_mut()
+            .insert(hyper::header::ALLOW, HeaderValue::from_static("GET"));
+        return (response, None);
+    }
     match req.uri().path() {
         "/healthz" => {
             return (

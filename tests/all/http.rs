@@ -54,3 +54,14 @@ fn health_endpoints_answer() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["status"], "ready");
 }
+
+#[test]
+fn host_paths_answer_only_get() {
+    let dir = data_dir();
+    let berth = Berth::start(dir.path());
+    for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        let reply = berth.request("DELETE", path, &[], b"");
+        reply.assert_error(405, "method DELETE is not allowed here; allowed: GET");
+        assert_eq!(reply.header("allow"), Some("GET"));
+    }
+}

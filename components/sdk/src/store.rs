@@ -7,6 +7,10 @@ use crate::kv;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// The largest id a client may choose: 2^53 - 1, the largest integer every
+/// JSON parser represents exactly, far below the counter's `i64` limit.
+pub const MAX_CLIENT_ID: u64 = (1 << 53) - 1;
+
 /// Keys fetched per `scan` call; the host caps pages at 1000.
 const PAGE: u32 = 500;
 
@@ -54,8 +58,16 @@ impl Collection {
         }
     }
 
-    /// Store `record` under `id` unless that id is taken. Returns whether it was stored.
+    /// Store `record` under `id` unless that id is taken. Returns whether it
+    /// was stored. Ids above [`MAX_CLIENT_ID`] are refused with 400: the id
+    /// counter must keep room to allocate after them.
     pub fn insert<T: Serialize>(&self, id: u64, record: &T) -> Result<bool> {
+        if id > MAX_CLIENT_ID {
+            return Err(http::error(
+                400,
+                &format!("field `id` must be at most {MAX_CLIENT_ID}"),
+            ));
+        }
         let stored = kv::insert(&self.key(id), &encode(record)?).map_err(store_error)?;
         if stored {
             self.raise_counter_to(id)?;

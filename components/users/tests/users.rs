@@ -143,3 +143,28 @@ fn delete_publishes_user_deleted() {
     assert_eq!(users.delete("/users/2").send().unwrap().status, 404);
     assert_eq!(users.published().len(), 1);
 }
+
+#[test]
+fn client_ids_past_2_pow_53_are_refused_so_allocation_never_runs_out() {
+    let users = users();
+    let reply = users
+        .post("/users")
+        .json(&json!({"id": 9_007_199_254_740_992u64, "name": "Huge"}))
+        .send()
+        .unwrap();
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.error(), "field `id` must be at most 9007199254740991");
+    let reply = users
+        .post("/users")
+        .json(&json!({"id": 9_007_199_254_740_991u64, "name": "Max"}))
+        .send()
+        .unwrap();
+    assert_eq!(reply.status, 201);
+    let reply = users
+        .post("/users")
+        .json(&json!({"name": "Next"}))
+        .send()
+        .unwrap();
+    assert_eq!(reply.status, 201);
+    assert_eq!(reply.json()["id"], 9_007_199_254_740_992u64);
+}
