@@ -102,29 +102,12 @@ impl Berth {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Reply {
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n",
-            self.addr
-        );
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
-        let mut raw = head.into_bytes();
-        raw.extend_from_slice(body);
-        self.raw(&raw)
+        request_at(self.addr, method, path, headers, body)
     }
 
     /// Send raw bytes and parse whatever comes back.
     pub fn raw(&self, bytes: &[u8]) -> Reply {
-        let mut stream = TcpStream::connect(self.addr).expect("connecting to berth");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        stream.write_all(bytes).expect("sending request");
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).expect("reading response");
-        Reply::parse(&response)
+        send(self.addr, bytes)
     }
 
     /// Stop with SIGKILL, as a crash would.
@@ -340,18 +323,37 @@ pub fn request_at(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Reply {
-    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
+    send(
+        addr,
+        &encode_request(&addr.to_string(), method, path, headers, body),
+    )
+}
+
+/// An HTTP/1.1 request with `connection: close` and a content length.
+pub fn encode_request(
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n");
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
     let mut raw = head.into_bytes();
     raw.extend_from_slice(body);
+    raw
+}
+
+/// Send raw bytes over a new connection and parse whatever comes back.
+fn send(addr: SocketAddr, bytes: &[u8]) -> Reply {
     let mut stream = TcpStream::connect(addr).expect("connecting to berth");
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
-    stream.write_all(&raw).expect("sending request");
+    stream.write_all(bytes).expect("sending request");
     let mut response = Vec::new();
     stream.read_to_end(&mut response).expect("reading response");
     Reply::parse(&response)

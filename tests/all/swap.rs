@@ -534,14 +534,10 @@ fn send_tolerant(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Reply {
-    let mut raw = format!("{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n");
-    for (name, value) in headers {
-        raw.push_str(&format!("{name}: {value}\r\n"));
-    }
-    raw.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
-    let mut raw = raw.into_bytes();
-    raw.extend_from_slice(body);
-    raw_request(addr, &raw)
+    raw_request(
+        addr,
+        &crate::support::encode_request("x", method, path, headers, body),
+    )
 }
 
 fn raw_request(addr: SocketAddr, bytes: &[u8]) -> Reply {
