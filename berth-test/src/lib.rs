@@ -37,6 +37,8 @@ use std::time::{Duration, Instant};
 /// The deadline a test component gets unless [`TestComponent::with_timeout`] says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_MEMORY: usize = 64 * 1024 * 1024;
+/// Calls of one component at once; the engine's instance pool caps it anyway.
+const DEFAULT_CONCURRENCY: usize = 64;
 
 /// Why a request produced no response.
 #[derive(Debug)]
@@ -121,10 +123,7 @@ impl TestComponent {
     }
 
     fn link(name: &str, wasm: Arc<Component>, timeout: Duration) -> anyhow::Result<TestComponent> {
-        let limits = CallLimits {
-            timeout,
-            max_memory_bytes: DEFAULT_MEMORY,
-        };
+        let limits = CallLimits::new(timeout, DEFAULT_MEMORY, DEFAULT_CONCURRENCY);
         let component = runtime()?.link(name, &wasm, limits)?;
         let executor = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -318,7 +317,9 @@ impl From<InvokeError> for Error {
                 details: trap.details,
             },
             InvokeError::Timeout(t) => Error::Timeout(t),
-            InvokeError::Store(e) | InvokeError::Contention(e) => Error::Store(e),
+            InvokeError::Store(e) | InvokeError::Contention(e) | InvokeError::Busy(e) => {
+                Error::Store(e)
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 //! upload a new version (validated, then swapped in while serving), and roll
 //! back. Every request needs `Authorization: Bearer <token>`.
 
+use crate::accept::{Body, ConnectionLimits, accept_loop};
 use crate::app::{App, ComponentInfo, SwapError, VersionInfo};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
@@ -9,18 +10,13 @@ use hyper::body::Incoming;
 use hyper::header::{
     ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE,
 };
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 /// Limits and credentials of the admin listener.
 #[derive(Debug, Clone)]
@@ -82,8 +78,6 @@ impl AdminToken {
     }
 }
 
-type Body = Full<Bytes>;
-
 /// Serve the admin API for `app` on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
@@ -91,54 +85,23 @@ pub async fn serve(
     config: AdminConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let limits = ConnectionLimits {
+        max_connections: config.max_connections,
+        header_read_timeout: config.header_read_timeout,
+        max_header_bytes: ADMIN_MAX_HEADER_BYTES,
+        drain_timeout: config.drain_timeout,
+    };
     let config = Arc::new(config);
-    let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
-        .keep_alive(true);
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => permit?,
-            () = &mut shutdown => break,
-        };
-        let (stream, _peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    let handler = move |req| {
         let app = app.clone();
         let config = config.clone();
-        let service = service_fn(move |req| {
-            let app = app.clone();
-            let config = config.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(&app, &config, req).await) }
-        });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "admin connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(config.drain_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("admin drain timeout passed with requests still running");
-    }
-    Ok(())
+        async move { handle(&app, &config, req).await }
+    };
+    accept_loop("admin", listener, &limits, handler, shutdown).await
 }
+
+/// Request line and headers of an admin request: a token and a few more.
+const ADMIN_MAX_HEADER_BYTES: usize = 16 * 1024;
 
 async fn handle(app: &App, config: &AdminConfig, req: Request<Incoming>) -> Response<Body> {
     if !authorized(&config.token, &req) {

@@ -120,10 +120,7 @@ impl App {
         let mut routes = Vec::new();
         for (name, spec) in &manifest.components {
             let wasm = read_wasm(name, &spec.wasm)?;
-            let limits = CallLimits {
-                timeout: spec.timeout,
-                max_memory_bytes: spec.max_memory_bytes,
-            };
+            let limits = CallLimits::new(spec.timeout, spec.max_memory_bytes, spec.max_concurrency);
             let loaded = runtime.load(name, &wasm, limits.clone())?;
             let slot = Slot {
                 live: ArcSwap::from_pointee(Version::new(loaded, &wasm)),

@@ -24,6 +24,8 @@ pub enum InvokeError {
     Store(String),
     /// Other requests kept changing the same keys (503, retry later).
     Contention(String),
+    /// The component is running as many calls as it may (503, retry later).
+    Busy(String),
 }
 
 impl std::fmt::Display for InvokeError {
@@ -33,6 +35,7 @@ impl std::fmt::Display for InvokeError {
             InvokeError::Trap(trap) => write!(f, "trapped: {}", trap.reason),
             InvokeError::Store(e) => write!(f, "store failure: {e}"),
             InvokeError::Contention(e) => write!(f, "write contention: {e}"),
+            InvokeError::Busy(e) => f.write_str(e),
         }
     }
 }
@@ -47,12 +50,20 @@ impl From<CallError> for InvokeError {
 }
 
 /// Run `request` through `component` and return its response once every
-/// write it made is durable.
+/// write it made is durable. Refused at once if the component is already
+/// running its `max_concurrency` calls.
 pub async fn invoke(
     component: &LoadedComponent,
     env: CallEnv,
     request: &Request,
 ) -> Result<Response, InvokeError> {
+    let limits = component.limits();
+    let Ok(_running) = limits.concurrency.try_acquire() else {
+        return Err(InvokeError::Busy(format!(
+            "component `{}` is running as many requests as its max_concurrency allows",
+            component.name()
+        )));
+    };
     let store = env.store.clone();
     retry_on_conflict(
         &store,

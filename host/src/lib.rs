@@ -2,6 +2,7 @@
 //! the components a manifest names, routes HTTP requests to them, and gives
 //! each a private, durable key-value namespace. See ARCHITECTURE.md.
 
+pub mod accept;
 pub mod admin;
 pub mod app;
 pub mod bindings;

@@ -7,8 +7,8 @@ use berth::events::{self, DeliveryConfig};
 use berth::manifest::Manifest;
 use berth::mesh::Mesh;
 use berth::runtime::{EngineConfig, Runtime};
-use berth::server::{self, ServerConfig};
-use berth::store::SqliteStore;
+use berth::server::{self, ServerConfig, Startup};
+use berth::store::{DataLock, SqliteStore};
 use berth::watch;
 use clap::{Parser, Subcommand};
 use std::io::Write as _;
@@ -65,7 +65,8 @@ enum DeadLettersCommand {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Address to listen on; port 0 picks a free port. Once ready, berth
+    /// Address to listen on; port 0 picks a free port. The port opens at
+    /// once, with /readyz answering 503 until start-up is done; then berth
     /// prints `listening on http://IP:PORT` to stdout.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -85,6 +86,13 @@ struct ServeArgs {
     /// Largest request body in bytes; larger requests get 413.
     #[arg(long, default_value_t = 1024 * 1024)]
     max_body_bytes: usize,
+    /// Seconds a client has to send a request's headers before the
+    /// connection is closed, so slow clients cannot hold connections.
+    #[arg(long, default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Largest request line plus headers in bytes; larger requests get 431.
+    #[arg(long, default_value_t = 32 * 1024)]
+    max_header_bytes: usize,
     /// Seconds to let in-flight requests finish after SIGTERM or Ctrl-C.
     #[arg(long, default_value_t = 20)]
     drain_timeout_secs: u64,
@@ -165,27 +173,13 @@ fn main() -> std::process::ExitCode {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    // Validate everything before binding: a bad manifest or component never
-    // opens the port.
+    // Check what can be checked cheaply before binding: a bad manifest, flag
+    // or admin token never opens the port.
     let manifest = match &args.manifest {
         Some(path) => Manifest::from_file(path)?,
         None => Manifest::builtin(),
     };
-    let max_memory = manifest
-        .components
-        .values()
-        .map(|c| c.max_memory_bytes)
-        .max()
-        .unwrap_or(0);
-    let engine_config = EngineConfig {
-        max_instances: u32::try_from(args.max_in_flight).unwrap_or(u32::MAX).max(1),
-        max_memory_bytes: max_memory,
-    };
     let admin_config = admin_config(&args)?;
-    let runtime = Runtime::new(&engine_config)?;
-    let store = Arc::new(SqliteStore::open(&args.data)?);
-    let app = Arc::new(App::load(&manifest, &runtime, store.clone())?);
-    let mesh = Mesh::new(app.clone(), &manifest, args.max_call_depth);
     let delivery = DeliveryConfig {
         max_attempts: args.event_max_attempts.max(1),
         backoff: Duration::from_millis(args.event_backoff_ms),
@@ -196,6 +190,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections.max(1),
         max_in_flight: args.max_in_flight.max(1),
         max_body_bytes: args.max_body_bytes,
+        max_header_bytes: args.max_header_bytes.max(1024),
+        header_read_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
         shutdown_delay: Duration::from_secs(args.shutdown_delay_secs),
         ..ServerConfig::default()
@@ -218,15 +214,36 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             _ => None,
         };
         let addr = listener.local_addr()?;
-        let mut stdout = std::io::stdout();
-        writeln!(stdout, "listening on http://{addr}")?;
-        stdout.flush()?;
         // Every part stops on the one signal: the receivers all see it.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;
             let _ = stop_tx.send(true);
         });
+        // Serve from the start, so /healthz answers and /readyz says what
+        // start-up is waiting for.
+        tracing::info!(%addr, "bound; starting up, /readyz answers 503 until ready");
+        let startup = Startup::new();
+        let server = tokio::spawn(server::serve(
+            listener,
+            startup.clone(),
+            config,
+            stopped(stop_rx.clone()),
+        ));
+        let loaded = tokio::select! {
+            loaded = start_up(&args, &manifest, &startup) => loaded?,
+            () = stopped(stop_rx.clone()) => {
+                tracing::info!("shutdown signalled during start-up");
+                return server.await.context("the HTTP server panicked")?;
+            }
+        };
+        let Loaded { lock, store, app } = loaded;
+        let mesh = Mesh::new(app.clone(), &manifest, args.max_call_depth);
+        startup.ready(mesh.clone());
+        let mut stdout = std::io::stdout();
+        writeln!(stdout, "listening on http://{addr}")?;
+        stdout.flush()?;
+        tracing::info!(%addr, "ready");
         let admin = match (admin_listener, admin_config) {
             (Some(admin_listener), Some(admin_config)) => {
                 let admin_addr = admin_listener.local_addr()?;
@@ -244,8 +261,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let watcher = args
             .watch
             .then(|| tokio::spawn(watch::watch(app.clone(), stopped(stop_rx.clone()))));
-        let deliveries = tokio::spawn(events::run(mesh.clone(), delivery, stopped(stop_rx.clone())));
-        let served = server::serve(listener, mesh, config, stopped(stop_rx)).await;
+        let deliveries = tokio::spawn(events::run(mesh, delivery, stopped(stop_rx)));
+        let served = server.await.context("the HTTP server panicked")?;
         deliveries.await.context("the event delivery task panicked")?;
         if let Some(admin) = admin {
             admin.await.context("the admin server panicked")??;
@@ -253,11 +270,74 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(watcher) = watcher {
             watcher.await.context("the file watcher panicked")?;
         }
+        store.close();
+        drop(lock);
         served
     })?;
-    store.close();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What start-up produces.
+struct Loaded {
+    /// Held while serving: no second `berth serve` on the same data.
+    lock: DataLock,
+    store: Arc<SqliteStore>,
+    app: Arc<App>,
+}
+
+/// Take the data directory's lock (waiting, unready, while another process
+/// holds it), open the store and compile every component.
+async fn start_up(
+    args: &ServeArgs,
+    manifest: &Manifest,
+    startup: &Startup,
+) -> anyhow::Result<Loaded> {
+    let lock = wait_for_lock(&args.data, startup).await?;
+    startup.stage("loading components");
+    let max_memory = manifest
+        .components
+        .values()
+        .map(|c| c.max_memory_bytes)
+        .max()
+        .unwrap_or(0);
+    let engine_config = EngineConfig {
+        max_instances: u32::try_from(args.max_in_flight).unwrap_or(u32::MAX).max(1),
+        max_memory_bytes: max_memory,
+    };
+    let data = args.data.clone();
+    let manifest = manifest.clone();
+    // Compiling is CPU-bound: off the async threads, so /readyz keeps answering.
+    let (store, app) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let runtime = Runtime::new(&engine_config)?;
+        let store = Arc::new(SqliteStore::open(&data)?);
+        let app = Arc::new(App::load(&manifest, &runtime, store.clone())?);
+        Ok((store, app))
+    })
+    .await
+    .context("start-up panicked")??;
+    Ok(Loaded { lock, store, app })
+}
+
+/// The data directory's lock. While another process holds it (the old pod
+/// of a rolling update, say), wait with /readyz reporting why.
+async fn wait_for_lock(data: &std::path::Path, startup: &Startup) -> anyhow::Result<DataLock> {
+    let mut logged = false;
+    loop {
+        if let Some(lock) = DataLock::try_acquire(data)? {
+            return Ok(lock);
+        }
+        if !logged {
+            let message = format!(
+                "waiting for the lock on {}: another berth process is serving this data directory",
+                data.display()
+            );
+            tracing::warn!("{message}");
+            startup.stage(message);
+            logged = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The admin API's settings, checked before anything binds: a token is

@@ -8,6 +8,7 @@
 //! routes = ["/users"]
 //! timeout_ms = 5000
 //! max_memory_mb = 32
+//! max_concurrency = 128
 //! ```
 
 use anyhow::{Context as _, bail};
@@ -38,6 +39,10 @@ const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 const MAX_TIMEOUT_MS: u64 = 600_000;
 const DEFAULT_MEMORY_MB: u64 = 32;
 const MAX_MEMORY_MB: u64 = 4096;
+/// Half the host's default in-flight cap, so one component alone can never
+/// take every request slot.
+const DEFAULT_CONCURRENCY: usize = 128;
+const MAX_CONCURRENCY: usize = 65_536;
 
 /// A parsed, validated manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +58,8 @@ pub struct ComponentSpec {
     pub routes: Vec<String>,
     pub timeout: Duration,
     pub max_memory_bytes: usize,
+    /// Calls of this component running at once; more get 503.
+    pub max_concurrency: usize,
     /// Components this one may call through `berth:service/services`.
     pub calls: Vec<String>,
     /// Topics this one may publish on.
@@ -90,6 +97,8 @@ struct RawComponent {
     timeout_ms: Option<u64>,
     /// Largest linear memory of one instance, in MiB.
     max_memory_mb: Option<u64>,
+    /// Requests (and calls from other components) it may run at once.
+    max_concurrency: Option<usize>,
     /// Components this one may call, such as `["users"]`.
     #[serde(default)]
     calls: Vec<String>,
@@ -138,6 +147,12 @@ impl std::str::FromStr for Manifest {
                     "component `{name}`: max_memory_mb must be between 1 and {MAX_MEMORY_MB}, got {memory_mb}"
                 );
             }
+            let max_concurrency = raw.max_concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+            if !(1..=MAX_CONCURRENCY).contains(&max_concurrency) {
+                bail!(
+                    "component `{name}`: max_concurrency must be between 1 and {MAX_CONCURRENCY}, got {max_concurrency}"
+                );
+            }
             let wasm = match raw.wasm.strip_prefix("builtin:") {
                 Some(builtin) => WasmSource::Builtin(builtin.to_string()),
                 None if raw.wasm.is_empty() => {
@@ -150,6 +165,7 @@ impl std::str::FromStr for Manifest {
                 routes: raw.routes,
                 timeout: Duration::from_millis(timeout_ms),
                 max_memory_bytes: usize::try_from(memory_mb * 1024 * 1024).unwrap_or(usize::MAX),
+                max_concurrency,
                 calls: raw.calls,
                 publishes: raw.publishes,
                 subscribes: raw.subscribes,
@@ -261,20 +277,21 @@ mod tests {
     #[test]
     fn limits_are_read() {
         let m = Manifest::from_str(
-            "[components.a]\nwasm = \"a.wasm\"\nroutes = [\"/a\", \"/b/c\"]\ntimeout_ms = 250\nmax_memory_mb = 8\n",
+            "[components.a]\nwasm = \"a.wasm\"\nroutes = [\"/a\", \"/b/c\"]\ntimeout_ms = 250\nmax_memory_mb = 8\nmax_concurrency = 3\n",
         )
         .unwrap();
         let a = &m.components["a"];
         assert_eq!(a.wasm, WasmSource::File("a.wasm".into()));
         assert_eq!(a.timeout, Duration::from_millis(250));
         assert_eq!(a.max_memory_bytes, 8 * 1024 * 1024);
+        assert_eq!(a.max_concurrency, 3);
     }
 
     #[test]
     fn unknown_fields_are_rejected() {
         check_err(
             "[components.a]\nwasm = \"a.wasm\"\nroutes = [\"/a\"]\nroute = \"/b\"\n",
-            "unknown field `route`, expected one of `wasm`, `routes`, `timeout_ms`, `max_memory_mb`, `calls`, `publishes`, `subscribes`",
+            "unknown field `route`, expected one of `wasm`, `routes`, `timeout_ms`, `max_memory_mb`, `max_concurrency`, `calls`, `publishes`, `subscribes`",
         );
         check_err(
             "colour = 1\n",
@@ -362,6 +379,10 @@ mod tests {
         check_err(
             &format!("{}timeout_ms = 0\n", component("a", "[\"/a\"]")),
             "component `a`: timeout_ms must be between 1 and 600000, got 0",
+        );
+        check_err(
+            &format!("{}max_concurrency = 0\n", component("a", "[\"/a\"]")),
+            "component `a`: max_concurrency must be between 1 and 65536, got 0",
         );
         check_err(
             &format!("{}max_memory_mb = 5000\n", component("a", "[\"/a\"]")),

@@ -129,7 +129,7 @@ impl Services for Mesh {
                 .map_err(|e| match e {
                     InvokeError::Timeout(_) => CallError::Timeout(format!("`{service}` {e}")),
                     InvokeError::Trap(_) => CallError::Failed(format!("`{service}` {e}")),
-                    InvokeError::Store(_) | InvokeError::Contention(_) => {
+                    InvokeError::Store(_) | InvokeError::Contention(_) | InvokeError::Busy(_) => {
                         CallError::Unavailable(format!("`{service}` {e}"))
                     }
                 })

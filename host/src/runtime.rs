@@ -13,6 +13,7 @@ use anyhow::{Context as _, anyhow};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 use wasmtime::component::{Instance, InstancePre, Linker};
 
 pub use wasmtime::component::Component;
@@ -44,13 +45,27 @@ impl Default for EngineConfig {
     }
 }
 
-/// Per-component limits applied to each call.
+/// Per-component limits applied to each call. Clones share one
+/// concurrency budget, so every version of a component draws on the same one.
 #[derive(Debug, Clone)]
 pub struct CallLimits {
     /// Wall-clock budget for the guest's own execution.
     pub timeout: Duration,
     /// Linear memory cap per instance.
     pub max_memory_bytes: usize,
+    /// Calls running at once, across HTTP requests and calls from other
+    /// components; one more is refused at once rather than queued.
+    pub concurrency: Arc<Semaphore>,
+}
+
+impl CallLimits {
+    pub fn new(timeout: Duration, max_memory_bytes: usize, max_concurrency: usize) -> CallLimits {
+        CallLimits {
+            timeout,
+            max_memory_bytes,
+            concurrency: Arc::new(Semaphore::new(max_concurrency)),
+        }
+    }
 }
 
 /// The compiler and instance pool shared by every component.
@@ -186,6 +201,10 @@ impl std::fmt::Display for TrapInfo {
 impl LoadedComponent {
     pub fn name(&self) -> &Arc<str> {
         &self.name
+    }
+
+    pub fn limits(&self) -> &CallLimits {
+        &self.limits
     }
 
     /// Whether the component exports an event handler.

@@ -2,6 +2,7 @@
 //! each request into a component call, enforce the host-wide limits, and
 //! drain in-flight requests on shutdown.
 
+use crate::accept::{Body, ConnectionLimits, accept_loop};
 use crate::bindings::{Header, Request as WitRequest, Response as WitResponse};
 use crate::dispatch::{self, InvokeError};
 use crate::mesh::Mesh;
@@ -10,14 +11,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -31,6 +28,9 @@ pub struct ServerConfig {
     pub max_in_flight: usize,
     /// Largest request body; larger ones get 413 before being read.
     pub max_body_bytes: usize,
+    /// Largest request line plus headers; larger ones get 431. Past twice
+    /// this, the parser stops reading and answers 431 itself.
+    pub max_header_bytes: usize,
     /// Largest response body a component may return; larger ones become 500.
     pub max_response_bytes: usize,
     /// Time a client has to send a request's headers.
@@ -48,6 +48,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             max_in_flight: 256,
             max_body_bytes: 1024 * 1024,
+            max_header_bytes: 32 * 1024,
             max_response_bytes: 16 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(20),
@@ -56,104 +57,95 @@ impl Default for ServerConfig {
     }
 }
 
-type Body = Full<Bytes>;
+/// What the server serves: nothing but its own paths while starting up,
+/// then the services. The port opens before start-up, so an orchestrator
+/// sees a live process whose `/readyz` says what it is waiting for.
+#[derive(Default)]
+pub struct Startup {
+    services: OnceLock<Arc<Mesh>>,
+    stage: Mutex<String>,
+}
 
-/// Serve `app` on `listener` until `shutdown` resolves, then stop accepting,
-/// let in-flight requests finish for up to the drain timeout, and return.
+impl Startup {
+    pub fn new() -> Arc<Startup> {
+        Arc::new(Startup::default())
+    }
+
+    /// Record what start-up is doing now, for `/readyz` to report.
+    pub fn stage(&self, what: impl Into<String>) {
+        *self.stage.lock().unwrap_or_else(|e| e.into_inner()) = what.into();
+    }
+
+    /// Start serving `mesh`: from now on `/readyz` answers 200.
+    pub fn ready(&self, mesh: Arc<Mesh>) {
+        let _ = self.services.set(mesh);
+    }
+
+    fn services(&self) -> Option<&Arc<Mesh>> {
+        self.services.get()
+    }
+
+    fn waiting_for(&self) -> String {
+        self.stage.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Serve on `listener` until `shutdown` resolves, then stop accepting, let
+/// in-flight requests finish for up to the drain timeout, and return.
+/// Requests for components get 503 until `startup` is ready.
 pub async fn serve(
     listener: TcpListener,
-    mesh: Arc<Mesh>,
+    startup: Arc<Startup>,
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let config = Arc::new(config);
-    let connections = Arc::new(Semaphore::new(config.max_connections));
-    let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
-    // Set once shutdown begins, so /readyz turns away new traffic.
-    let draining = Arc::new(AtomicBool::new(false));
-    let graceful = GracefulShutdown::new();
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
-        .keep_alive(true);
+    let limits = ConnectionLimits {
+        max_connections: config.max_connections,
+        header_read_timeout: config.header_read_timeout,
+        // Between the limit and twice it, the request still arrives here
+        // and gets a JSON 431; past that the parser refuses to buffer it.
+        max_header_bytes: config.max_header_bytes.saturating_mul(2),
+        drain_timeout: config.drain_timeout,
+    };
+    let front = Arc::new(Front {
+        startup,
+        in_flight: Semaphore::new(config.max_in_flight),
+        draining: AtomicBool::new(false),
+        config,
+    });
     // Once signalled, /readyz turns 503 at once, but the listener keeps
     // accepting for the shutdown delay; only then does the drain begin.
-    let unready = draining.clone();
-    let delay = config.shutdown_delay;
+    let unready = front.clone();
     let shutdown = async move {
         shutdown.await;
-        unready.store(true, Ordering::Relaxed);
+        unready.draining.store(true, Ordering::Relaxed);
         tracing::info!("shutdown signalled: /readyz now answers 503");
-        tokio::time::sleep(delay).await;
+        tokio::time::sleep(unready.config.shutdown_delay).await;
     };
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => permit?,
-            () = &mut shutdown => break,
-        };
-        let (stream, _peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let mesh = mesh.clone();
-        let config = config.clone();
-        let in_flight = in_flight.clone();
-        let draining = draining.clone();
-        let service = service_fn(move |req| {
-            let mesh = mesh.clone();
-            let config = config.clone();
-            let in_flight = in_flight.clone();
-            let draining = draining.clone();
-            async move {
-                Ok::<_, std::convert::Infallible>(
-                    handle(&mesh, &config, &in_flight, &draining, req).await,
-                )
-            }
-        });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
-    draining.store(true, Ordering::Relaxed);
-    drop(listener);
-    tracing::info!("shutting down: draining in-flight requests");
-    if tokio::time::timeout(config.drain_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("drain timeout passed with requests still running; exiting anyway");
-    }
-    Ok(())
+    let handler = move |req| {
+        let front = front.clone();
+        async move { handle(&front, req).await }
+    };
+    accept_loop("http", listener, &limits, handler, shutdown).await
+}
+
+/// The state every request of the service listener shares.
+struct Front {
+    startup: Arc<Startup>,
+    config: ServerConfig,
+    /// Host-wide cap on requests being handled.
+    in_flight: Semaphore,
+    /// Set once shutdown begins, so /readyz turns away new traffic.
+    draining: AtomicBool,
 }
 
 /// Answer one request, then count it and log one line about it.
-async fn handle(
-    mesh: &Arc<Mesh>,
-    config: &ServerConfig,
-    in_flight: &Semaphore,
-    draining: &AtomicBool,
-    req: Request<Incoming>,
-) -> Response<Body> {
+async fn handle(front: &Front, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let request_id = request_id(&req);
-    let (mut response, component) =
-        answer(mesh, config, in_flight, draining, req, &request_id).await;
+    let (mut response, component) = answer(front, req, &request_id).await;
     let took = started.elapsed();
     let status = response.status().as_u16();
     if let Some(component) = &component {
@@ -187,13 +179,14 @@ async fn handle(
 
 /// The response, and the component that produced it if one did.
 async fn answer(
-    mesh: &Arc<Mesh>,
-    config: &ServerConfig,
-    in_flight: &Semaphore,
-    draining: &AtomicBool,
+    front: &Front,
     req: Request<Incoming>,
     request_id: &Arc<str>,
 ) -> (Response<Body>, Option<Arc<str>>) {
+    let config = &front.config;
+    if let Some(response) = check_header_size(&req, config.max_header_bytes) {
+        return (response, None);
+    }
     let host_path = matches!(
         req.uri().path(),
         "/healthz" | "/readyz" | "/openapi.json" | "/metrics"
@@ -208,6 +201,7 @@ async fn answer(
             .insert(hyper::header::ALLOW, HeaderValue::from_static("GET"));
         return (response, None);
     }
+    let services = front.startup.services();
     match req.uri().path() {
         "/healthz" => {
             return (
@@ -215,14 +209,16 @@ async fn answer(
                 None,
             );
         }
-        // Everything is loaded before the port opens, so the only time the
-        // server is up but not ready is while it drains.
-        "/readyz" if draining.load(Ordering::Relaxed) => {
+        "/readyz" if front.draining.load(Ordering::Relaxed) => {
             let response = error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "draining: the server is shutting down",
             );
             return (response, None);
+        }
+        "/readyz" if services.is_none() => {
+            let message = format!("starting: {}", front.startup.waiting_for());
+            return (error(StatusCode::SERVICE_UNAVAILABLE, &message), None);
         }
         "/readyz" => {
             return (
@@ -234,19 +230,20 @@ async fn answer(
         "/metrics" => return (metrics_text(), None),
         _ => {}
     }
+    let Some(mesh) = services else {
+        let message = format!(
+            "the server is starting ({}); retry shortly",
+            front.startup.waiting_for()
+        );
+        return (busy(&message), None);
+    };
     let Some(component) = mesh.app.component_for(req.uri().path()) else {
         let message = format!("no service is routed at {}", req.uri().path());
         return (error(StatusCode::NOT_FOUND, &message), None);
     };
     let name = component.name().clone();
-    let Ok(_permit) = in_flight.try_acquire() else {
-        let mut response = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the server is at its request limit; retry shortly",
-        );
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    let Ok(_permit) = front.in_flight.try_acquire() else {
+        let response = busy("the server is at its request limit; retry shortly");
         return (response, Some(name));
     };
     let _counted = InFlight::enter();
@@ -268,6 +265,32 @@ async fn answer(
         Err(e) => invoke_error(&name, e),
     };
     (response, Some(name))
+}
+
+/// A 431 if the request line and headers exceed `max` bytes, counted as
+/// they arrived on the wire.
+fn check_header_size(req: &Request<Incoming>, max: usize) -> Option<Response<Body>> {
+    // "METHOD TARGET HTTP/1.1\r\n", then "name: value\r\n" per header.
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let mut size = req.method().as_str().len() + target + 11;
+    for (name, value) in req.headers() {
+        size += name.as_str().len() + value.len() + 4;
+    }
+    (size > max).then(|| {
+        error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            &format!("the request line and headers take {size} bytes; the limit is {max} bytes"),
+        )
+    })
+}
+
+/// A 503 asking the client to come back in a second.
+fn busy(message: &str) -> Response<Body> {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// Counts a request in the in-flight gauge for as long as it lives.
@@ -455,16 +478,8 @@ fn invoke_error(component: &str, e: InvokeError) -> Response<Body> {
                 &format!("the store is unavailable: {e}"),
             )
         }
-        InvokeError::Contention(e) => {
-            let mut response = error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("too much contention: {e}; retry"),
-            );
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-            response
-        }
+        InvokeError::Contention(e) => busy(&format!("too much contention: {e}; retry")),
+        InvokeError::Busy(e) => busy(&format!("{e}; retry shortly")),
     }
 }
 

@@ -139,6 +139,27 @@ fn huge_headers_are_431() {
 }
 
 #[test]
+fn headers_past_the_configured_limit_get_a_json_431() {
+    let dir = data_dir();
+    let berth = Berth::start_with(dir.path(), &["--max-header-bytes", "8192"]);
+    let header = |n: usize| format!("x-big: {}\r\n", "a".repeat(n));
+    let reply = check(&berth, &get_with(b"/users", header(6000).as_bytes()), 200);
+    assert_eq!(
+        reply.json()[0]["name"],
+        "John",
+        "6 KB of headers are within 8 KB"
+    );
+    let reply = check(&berth, &get_with(b"/users", header(9000).as_bytes()), 431);
+    assert!(
+        reply.error().contains("the limit is 8192 bytes"),
+        "{}",
+        reply.error()
+    );
+    // Far past the limit the parser stops reading and answers 431 itself.
+    check_refused_early(&berth, &get_with(b"/users", header(40_000).as_bytes()), 431);
+}
+
+#[test]
 fn header_values_that_are_not_utf8_are_400() {
     let dir = data_dir();
     let berth = Berth::start(dir.path());

@@ -1,20 +1,12 @@
 //! A misbehaving component gets its 5xx and nothing else is disturbed.
 
-use crate::support::{Berth, data_dir, write_file};
+use crate::support::{Berth, data_dir, manifest_beside_users};
 use std::time::{Duration, Instant};
 
 /// Serve users plus the test-only `misbehave` component with tight limits.
 fn start(dir: &std::path::Path) -> Berth {
-    let wasm = std::path::Path::new(berth::builtin::GUEST_DIR).join("misbehave.wasm");
-    let manifest = write_file(
-        dir,
-        "berth.toml",
-        &format!(
-            "[components.users]\nwasm = \"builtin:users\"\nroutes = [\"/users\"]\n\n\
-             [components.misbehave]\nwasm = {:?}\nroutes = [\"/misbehave\"]\ntimeout_ms = 2000\nmax_memory_mb = 256\n",
-            wasm.display().to_string()
-        ),
-    );
+    let manifest =
+        manifest_beside_users(dir, "misbehave", "timeout_ms = 2000\nmax_memory_mb = 256\n");
     Berth::start_with(
         &dir.join("data"),
         &["--manifest", manifest.to_str().unwrap()],

@@ -10,6 +10,7 @@ mod faults;
 mod fuzz;
 mod http;
 mod isolation;
+mod limits;
 mod ops;
 mod orders;
 mod shutdown;

@@ -1,7 +1,7 @@
 //! The operations surface: metrics after known traffic, request ids, JSON
-//! logs, and readiness while shutting down.
+//! logs, and readiness while starting up and shutting down.
 
-use crate::support::{Berth, data_dir};
+use crate::support::{Berth, Starting, data_dir, request_at};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -174,4 +174,36 @@ fn readyz_turns_503_on_sigterm_while_requests_are_still_served() {
     );
     let status = berth.wait_exit(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn readyz_is_503_until_start_up_completes() {
+    let dir = data_dir();
+    let first = Berth::start(dir.path());
+    assert_eq!(first.post("/users", r#"{"name":"Ann"}"#).status, 201);
+    // A second server on the same data directory binds its port at once but
+    // waits, unready, for the first to let go of the data.
+    let second = Starting::spawn(dir.path(), &[], &[]);
+    let addr = second.bound_addr();
+    assert!(
+        second
+            .logs
+            .wait_for_line(&["waiting for the lock"], Duration::from_secs(30)),
+        "no log line about waiting for the lock"
+    );
+    let readyz = request_at(addr, "GET", "/readyz", &[], b"");
+    readyz.assert_error(503, "starting: waiting for the lock");
+    assert_eq!(request_at(addr, "GET", "/healthz", &[], b"").status, 200);
+    let users = request_at(addr, "GET", "/users", &[], b"");
+    users.assert_error(503, "the server is starting");
+    assert_eq!(users.header("retry-after"), Some("1"));
+    // Still waiting a while later: the lock, not a timer, holds it back.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(request_at(addr, "GET", "/readyz", &[], b"").status, 503);
+
+    assert_eq!(first.terminate().code(), Some(0));
+    let (second, _logs) = second.ready();
+    assert_eq!(second.addr, addr);
+    assert_eq!(second.get("/readyz").status, 200);
+    assert_eq!(second.get("/users/3").json()["name"], "Ann");
 }

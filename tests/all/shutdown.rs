@@ -1,7 +1,9 @@
 //! Graceful shutdown with work in flight: on SIGTERM the server stops taking
 //! connections, lets the running request finish and exits 0.
 
-use crate::support::{Berth, Logs, data_dir, parse_reply, write_file};
+use crate::support::{
+    Berth, Logs, data_dir, manifest_beside_users, parse_reply, test_wasm, write_file,
+};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, ExitStatus};
@@ -9,16 +11,7 @@ use std::time::{Duration, Instant};
 
 /// Serve users beside the test-only `slow` component.
 fn start(dir: &std::path::Path) -> (Berth, Logs) {
-    let wasm = std::path::Path::new(berth::builtin::GUEST_DIR).join("slow.wasm");
-    let manifest = write_file(
-        dir,
-        "berth.toml",
-        &format!(
-            "[components.users]\nwasm = \"builtin:users\"\nroutes = [\"/users\"]\n\n\
-             [components.slow]\nwasm = {:?}\nroutes = [\"/slow\"]\ntimeout_ms = 30000\n",
-            wasm.display().to_string()
-        ),
-    );
+    let manifest = manifest_beside_users(dir, "slow", "timeout_ms = 30000\n");
     Berth::start_logged(
         &dir.join("data"),
         &[
@@ -155,13 +148,12 @@ fn sigterm_lets_a_slow_request_finish_and_refuses_new_ones() {
 #[test]
 fn the_drain_timeout_bounds_shutdown() {
     let dir = data_dir();
-    let wasm = std::path::Path::new(berth::builtin::GUEST_DIR).join("slow.wasm");
     let manifest = write_file(
         dir.path(),
         "berth.toml",
         &format!(
             "[components.slow]\nwasm = {:?}\nroutes = [\"/slow\"]\ntimeout_ms = 60000\n",
-            wasm.display().to_string()
+            test_wasm("slow")
         ),
     );
     let (mut berth, logs) = Berth::start_logged(

@@ -39,33 +39,8 @@ impl Berth {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawning berth");
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let (tx, rx) = mpsc::channel();
-        // Read the first line on a thread so a silent server fails the test
-        // after START_TIMEOUT instead of hanging it.
-        let reader = std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = stdout.read_line(&mut line);
-            let _ = tx.send(line);
-            stdout
-        });
-        let line = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("berth printed nothing within {START_TIMEOUT:?}");
-            }
-        };
-        let stdout = reader.join().expect("reader thread");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| {
-                let status = child.wait();
-                panic!("unexpected first line {line:?} from berth (exit: {status:?})")
-            })
-            .parse()
-            .expect("address in the listening line");
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let (addr, stdout) = read_listening_line(&mut child, stdout, String::new);
         Berth {
             addr,
             child,
@@ -256,56 +231,8 @@ impl Berth {
     /// Like [`Berth::start_with`], with extra environment variables and the
     /// server's stderr captured (and still echoed) so a test can read its log.
     pub fn start_logged(data: &Path, args: &[&str], env: &[(&str, &str)]) -> (Berth, Logs) {
-        let mut child = Command::new(BERTH)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .args(args)
-            .envs(env.iter().copied())
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning berth");
-        let logs = Logs::default();
-        let stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in stderr.lines() {
-                let Ok(line) = line else { break };
-                eprintln!("{line}");
-                let mut text = sink.0.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
-            }
-        });
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let (tx, rx) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = stdout.read_line(&mut line);
-            let _ = tx.send(line);
-            stdout
-        });
-        let Ok(line) = rx.recv_timeout(START_TIMEOUT) else {
-            let _ = child.kill();
-            panic!("berth printed nothing within {START_TIMEOUT:?}");
-        };
-        let stdout = reader.join().expect("reader thread");
-        let Some(addr) = line.trim().strip_prefix("listening on http://") else {
-            let status = child.wait();
-            panic!(
-                "unexpected first line {line:?} from berth (exit: {status:?}); stderr:\n{}",
-                logs.text()
-            )
-        };
-        let berth = Berth {
-            addr: addr.parse().expect("address in the listening line"),
-            child,
-            _stdout: stdout,
-        };
-        (berth, logs)
+        Starting::spawn(data, args, env).ready()
     }
-
     /// The next line the server prints on stdout, without its newline
     /// (empty once stdout is closed).
     pub fn next_line(&mut self) -> String {
@@ -389,4 +316,137 @@ impl Berth {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// A `berth serve` that may not be ready yet: its port is open (the address
+/// comes from its `bound` log line) but it has not printed `listening on`.
+pub struct Starting {
+    child: Option<Child>,
+    stdout: Option<BufReader<ChildStdout>>,
+    pub logs: Logs,
+}
+
+impl Starting {
+    /// Spawn `berth serve` on port 0 with its stderr captured (and echoed).
+    pub fn spawn(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Starting {
+        let mut child = Command::new(BERTH)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning berth");
+        let logs = Logs::default();
+        let stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines() {
+                let Ok(line) = line else { break };
+                eprintln!("{line}");
+                let mut text = sink.0.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        Starting {
+            child: Some(child),
+            stdout: Some(stdout),
+            logs,
+        }
+    }
+
+    /// The address the server bound, read from its `bound` log line.
+    pub fn bound_addr(&self) -> SocketAddr {
+        assert!(
+            self.logs.wait_for_line(&["bound", "addr="], START_TIMEOUT),
+            "berth logged no `bound` line; stderr:\n{}",
+            self.logs.text()
+        );
+        let text = self.logs.text();
+        let line = text.lines().find(|l| l.contains("bound")).unwrap();
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next();
+        addr.unwrap().parse().expect("address in the bound line")
+    }
+
+    /// Wait for the `listening on` line that says start-up is done.
+    pub fn ready(mut self) -> (Berth, Logs) {
+        let mut child = self.child.take().expect("child");
+        let stdout = self.stdout.take().expect("stdout");
+        let logs = self.logs.clone();
+        let (addr, stdout) = read_listening_line(&mut child, stdout, || logs.text());
+        let berth = Berth {
+            addr,
+            child,
+            _stdout: stdout,
+        };
+        (berth, self.logs.clone())
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Wait for the server's first stdout line, `listening on http://ADDR`, and
+/// return the address. The line is read on a thread so a silent server fails
+/// the test after START_TIMEOUT instead of hanging it; `stderr` gives what
+/// to show if the line is wrong.
+fn read_listening_line(
+    child: &mut Child,
+    mut stdout: BufReader<ChildStdout>,
+    stderr: impl Fn() -> String,
+) -> (SocketAddr, BufReader<ChildStdout>) {
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = stdout.read_line(&mut line);
+        let _ = tx.send(line);
+        stdout
+    });
+    let Ok(line) = rx.recv_timeout(START_TIMEOUT) else {
+        let _ = child.kill();
+        panic!("berth printed nothing within {START_TIMEOUT:?}");
+    };
+    let stdout = reader.join().expect("reader thread");
+    let Some(addr) = line.trim().strip_prefix("listening on http://") else {
+        let status = child.wait();
+        panic!(
+            "unexpected first line {line:?} from berth (exit: {status:?}); stderr:\n{}",
+            stderr()
+        )
+    };
+    (addr.parse().expect("address in the listening line"), stdout)
+}
+
+/// The path of a test-only component built beside the host, such as `slow`.
+pub fn test_wasm(name: &str) -> String {
+    Path::new(berth::builtin::GUEST_DIR)
+        .join(format!("{name}.wasm"))
+        .display()
+        .to_string()
+}
+
+/// Write `DIR/berth.toml`: the built-in users plus the test-only component
+/// `name` on `/NAME`, its table ending with the lines in `extra`.
+pub fn manifest_beside_users(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        "[components.users]\nwasm = \"builtin:users\"\nroutes = [\"/users\"]\n\n\
+         [components.{name}]\nwasm = {:?}\nroutes = [\"/{name}\"]\n{extra}",
+        test_wasm(name)
+    );
+    write_file(dir, "berth.toml", &text)
 }

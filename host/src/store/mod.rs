@@ -3,9 +3,11 @@
 //! Every method takes a namespace; the host passes the component's name, so a
 //! component can only ever reach its own keys.
 
+mod lock;
 mod memory;
 mod sqlite;
 
+pub use lock::DataLock;
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
