@@ -1,0 +1,1 @@
+-- static and read: GET of the URL's path, as wrk does by default.

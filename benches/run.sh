@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# The benchmark harness: one command builds everything, starts Berth and the
+# baselines on loopback one at a time, loads each with wrk and prints a table
+# per workload with the ratios to the native baseline and `wasmtime serve`.
+#
+# Usage: benches/run.sh [WORKLOAD...]
+#   static read write mixed chained   throughput and latency (the default set)
+#   startup                           cold and warm start to ready
+#   rss                               host RSS over a long load at 64 connections
+#   all                               everything above
+# Environment (defaults in brackets):
+#   DURATION     measured seconds per run                     [10]
+#   WARMUP       seconds of load before measuring, discarded   [3]
+#   CONNECTIONS  wrk connections                               [16]
+#   RSS_SECONDS  length of the rss run                         [60]
+#   BENCH_CACHE  wasmtime-cli, the Flask venv, build output     [/var/tmp/berth-bench]
+#   WASMTIME     a wasmtime 48 binary; else BENCH_CACHE's, else installed there
+#   BERTH_ARGS   extra `berth serve` flags, for experiments      []
+#   ONLY         run only these servers, e.g. "berth native"     [all]
+#
+# Pinning: every server runs under `taskset -c 0` and wrk under `taskset -c 1`
+# with one thread, so each server gets exactly one core and the load
+# generator never competes with it. Servers bind 127.0.0.1 only; every wait
+# and every load run is bounded in time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-3}
+CONNECTIONS=${CONNECTIONS:-16}
+RSS_SECONDS=${RSS_SECONDS:-60}
+BENCH_CACHE=${BENCH_CACHE:-/var/tmp/berth-bench}
+BERTH_ARGS=${BERTH_ARGS:-}
+ONLY=${ONLY:-}
+PORT=18180
+
+if [ $# -eq 0 ]; then set -- static read write mixed chained; fi
+if [ "$*" = all ]; then set -- static read write mixed chained startup rss; fi
+
+WORK=$(mktemp -d /tmp/berth-bench.XXXXXX)
+SERVER_PID=""
+stop_server() {
+    [ -n "$SERVER_PID" ] || return 0
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+trap 'stop_server; rm -rf "$WORK"' EXIT
+trap 'exit 130' INT TERM
+
+log() { printf '%s\n' "$*" >&2; }
+
+# ---------------------------------------------------------------- set-up
+setup() {
+    log "== building (release)"
+    rustup toolchain install >/dev/null
+    cargo build --release --locked -q -p berth -p native-baseline
+    BERTH=$ROOT/target/release/berth
+    NATIVE=$ROOT/target/release/native-baseline
+    GUESTS=$ROOT/$(dirname "$(ls -t target/release/build/berth-*/out/guest-target/wasm32-wasip2/release/fixed.wasm | head -1)")
+    (cd benches/wasi-http-fixed &&
+        CARGO_TARGET_DIR=$BENCH_CACHE/target cargo build --release --locked -q --target wasm32-wasip2)
+    WASI_HTTP=$BENCH_CACHE/target/wasm32-wasip2/release/wasi_http_fixed.wasm
+
+    command -v wrk >/dev/null || { apt-get update -q && apt-get install -y -q wrk; }
+    command -v taskset >/dev/null || { log "needs taskset (util-linux)"; exit 1; }
+
+    if [ -z "${WASMTIME:-}" ]; then
+        WASMTIME=$BENCH_CACHE/wasmtime/bin/wasmtime
+        if [ ! -x "$WASMTIME" ]; then
+            log "== installing wasmtime-cli 48.0.8 into $BENCH_CACHE/wasmtime (once; about 25 minutes)"
+            cargo install wasmtime-cli --version 48.0.8 --locked --root "$BENCH_CACHE/wasmtime" -q
+        fi
+    fi
+    if [ ! -x "$BENCH_CACHE/venv/bin/flask" ]; then
+        log "== installing Flask into $BENCH_CACHE/venv"
+        python3 -m venv "$BENCH_CACHE/venv" &&
+            "$BENCH_CACHE/venv/bin/pip" install -q flask ||
+            log "could not install Flask; its rows are skipped"
+    fi
+
+    cat > "$WORK/berth.toml" <<TOML
+[components.users]
+wasm = "builtin:users"
+routes = ["/users"]
+publishes = ["user.deleted"]
+
+[components.orders]
+wasm = "builtin:orders"
+routes = ["/orders"]
+calls = ["users"]
+subscribes = ["user.deleted"]
+
+[components.fixed]
+wasm = "$GUESTS/fixed.wasm"
+routes = ["/static"]
+TOML
+    cat benches/lua/report.lua > "$WORK/report.lua"
+}
+
+# ---------------------------------------------------------------- servers
+# The command line of server $1 on port $2 with a fresh data directory.
+server_cmd() {
+    local data=$WORK/data-$1-$2
+    case $1 in
+        berth) echo "$BERTH serve --listen 127.0.0.1:$2 --data $data --manifest $WORK/berth.toml $BERTH_ARGS" ;;
+        native) echo "$NATIVE --listen 127.0.0.1:$2 --data $data" ;;
+        native-serial) echo "$NATIVE --listen 127.0.0.1:$2 --data $data --commit serial" ;;
+        wasmtime-serve) echo "$WASMTIME serve --addr 127.0.0.1:$2 -S cli $WASI_HTTP" ;;
+        flask) [ -x "$BENCH_CACHE/venv/bin/python" ] || return 1
+            echo "$BENCH_CACHE/venv/bin/python $ROOT/benches/flask/app.py $2" ;;
+    esac
+}
+
+# Start server $1 pinned to core 0; wait (at most 60 s) until $2 answers 2xx.
+start_server() {
+    local name=$1 probe=$2 cmd
+    PORT=$((PORT + 1))
+    cmd=$(server_cmd "$name" "$PORT") || return 1
+    # shellcheck disable=SC2086
+    taskset -c 0 $cmd > "$WORK/$name-$PORT.out" 2> "$WORK/$name-$PORT.err" &
+    SERVER_PID=$!
+    for _ in $(seq 600); do
+        if curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$PORT$probe"; then return 0; fi
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    log "$name did not come up; its stderr:"; tail -5 "$WORK/$name-$PORT.err" >&2
+    stop_server
+    return 1
+}
+
+# wrk on core 1 against the running server: $1 seconds, $2 path, $3 script.
+load() {
+    local seconds=$1 path=$2 script=$3 conns=${4:-$CONNECTIONS}
+    cat "benches/lua/$script.lua" "$WORK/report.lua" > "$WORK/$script.lua"
+    timeout $((seconds + 30)) taskset -c 1 wrk -t1 -c"$conns" -d"${seconds}s" --latency \
+        -s "$WORK/$script.lua" "http://127.0.0.1:$PORT$path" | grep '^RESULT' || echo "RESULT failed"
+}
+
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
+
+# One workload: a table row per server.
+# $1 workload, $2 script, then NAME:PATH pairs (the first is Berth).
+workload() {
+    local title=$1 script=$2; shift 2
+    local rows=() native_rps="" native_p99="" wasmtime_rps="" spec name path result
+    for spec in "$@"; do
+        name=${spec%%:*} path=${spec#*:}
+        if [ -n "$ONLY" ] && [[ " $ONLY " != *" $name "* ]]; then continue; fi
+        if ! start_server "$name" "${PROBE:-$path}"; then
+            rows+=("$name|skipped"); continue
+        fi
+        load "$WARMUP" "$path" "$script" > /dev/null
+        result=$(load "$DURATION" "$path" "$script")
+        stop_server
+        rows+=("$name|$result")
+        case $name in
+            native) native_rps=$(field rps "$result"); native_p99=$(field p99_us "$result") ;;
+            wasmtime-serve) wasmtime_rps=$(field rps "$result") ;;
+        esac
+    done
+    echo
+    echo "### $title"
+    echo
+    echo "| server | req/s | p50 | p99 | errors | non-2xx | req/s vs native | p99 vs native | req/s vs wasmtime serve |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    local row rps p50 p99
+    for row in "${rows[@]}"; do
+        name=${row%%|*} result=${row#*|}
+        if [ "$result" = skipped ] || [ "$result" = "RESULT failed" ]; then
+            echo "| $name | $result | | | | | | | |"; continue
+        fi
+        rps=$(field rps "$result") p50=$(field p50_us "$result") p99=$(field p99_us "$result")
+        awk -v n="$name" -v r="$rps" -v a="$p50" -v b="$p99" \
+            -v e="$(field errors "$result")" -v x="$(field non2xx "$result")" \
+            -v nr="$native_rps" -v np="$native_p99" -v wr="$wasmtime_rps" 'BEGIN {
+            printf "| %s | %.0f | %.2f ms | %.2f ms | %d | %d | %s | %s | %s |\n", n, r, a/1000, b/1000, e, x,
+                (nr > 0 ? sprintf("%.2f", r/nr) : "-"), (np > 0 ? sprintf("%.2f", b/np) : "-"),
+                (wr > 0 ? sprintf("%.2f", r/wr) : "-") }'
+    done
+}
+
+# ---------------------------------------------------------------- other measures
+# Start to ready: from exec to the `listening on` line, with a fresh data
+# directory (cold: nothing compiled yet) and then again on it (warm).
+startup() {
+    local data=$WORK/startup-data i took
+    echo
+    echo "### start-up (exec to \`listening on\`, built-in users and orders)"
+    echo
+    echo "| run | ms |"
+    echo "| --- | ---: |"
+    for i in cold warm warm warm; do
+        [ "$i" = cold ] && rm -rf "$data"
+        took=$(python3 - "$BERTH" "$data" <<'PY'
+import subprocess, sys, time
+start = time.monotonic()
+p = subprocess.Popen([sys.argv[1], "serve", "--listen", "127.0.0.1:0", "--data", sys.argv[2]],
+                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+line = p.stdout.readline()
+took = (time.monotonic() - start) * 1000
+p.terminate(); p.wait(timeout=30)
+print(f"{took:.1f}" if line.startswith("listening on") else "failed")
+PY
+)
+        echo "| $i | $took |"
+    done
+}
+
+# Host RSS while wrk holds 64 connections on a read-and-write mix.
+rss() {
+    start_server berth /users/1 || return 1
+    local samples=$WORK/rss
+    : > "$samples"
+    load "$RSS_SECONDS" / mixed 64 > "$WORK/rss-result" &
+    local wrk_pid=$! t
+    for t in $(seq 0 5 "$RSS_SECONDS"); do
+        echo "$t $(awk '/^VmRSS/ {print $2}' "/proc/$SERVER_PID/status")" >> "$samples"
+        sleep 5
+    done
+    wait "$wrk_pid" || true
+    stop_server
+    echo
+    echo "### host RSS under load (64 connections, mixed, ${RSS_SECONDS} s)"
+    echo
+    echo "$(cat "$WORK/rss-result")"
+    echo
+    echo "| second | RSS (MiB) |"
+    echo "| ---: | ---: |"
+    awk '{ printf "| %d | %.1f |\n", $1, $2/1024 }' "$samples"
+}
+
+setup
+echo "# benches/run.sh $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores ($(uname -r)); wrk -t1 -c$CONNECTIONS, ${WARMUP} s warm-up, ${DURATION} s measured; server on core 0, wrk on core 1"
+for w in "$@"; do
+    case $w in
+        static) PROBE="" workload "static: fixed JSON, no store (GET)" get \
+            berth:/static native:/static wasmtime-serve:/ flask:/users ;;
+        read) workload "read: GET /users/1 from the store" get \
+            berth:/users/1 native:/users/1 ;;
+        write) PROBE=/users/1 workload "write: POST /users, durable before the 201" write \
+            berth:/users native:/users native-serial:/users ;;
+        mixed) PROBE=/users/1 workload "mixed: 90 % GET /users/{1,2}, 10 % POST /users" mixed \
+            berth:/ native:/ ;;
+        chained) PROBE=/users/1 workload "chained: POST /orders, which checks the user with the users service" chained \
+            berth:/orders native:/orders ;;
+        startup) startup ;;
+        rss) rss ;;
+        *) log "unknown workload $w"; exit 2 ;;
+    esac
+done
