@@ -508,6 +508,7 @@ fn runtime() -> anyhow::Result<&'static Runtime> {
             let config = EngineConfig {
                 max_instances: 64,
                 max_memory_bytes: DEFAULT_MEMORY,
+                cache_dir: None,
             };
             Runtime::new(&config).map_err(|e| format!("{e:#}"))
         })

@@ -5,9 +5,13 @@ wasmtime::component::bindgen!({
     world: "service",
     // Exports are async so a guest runs as a future: its deadline can yield
     // to other requests on the same thread, and WASI's async host calls
-    // never block inside the runtime. Of the imports only `call` is async,
-    // since it runs another component; the rest answer at once.
-    imports: { "berth:service/services.call": async },
+    // never block inside the runtime. Of the imports, `call` is async since
+    // it runs another component, and `increment` since it waits for the
+    // store's writer thread; the rest answer at once.
+    imports: {
+        "berth:service/services.call": async,
+        "berth:service/kv.increment": async,
+    },
     exports: { default: async },
 });
 

@@ -142,12 +142,13 @@ const ADMIN_TOKEN_ENV: &str = "BERTH_ADMIN_TOKEN";
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let stderr = berth::logging::BufferedStderr::start();
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr);
+        .with_writer(stderr.clone());
     match cli.log_format {
         LogFormat::Text => logs
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -163,6 +164,7 @@ fn main() -> std::process::ExitCode {
             berth::events::retry_dead_letter(&data, id)
         }
     };
+    stderr.flush_now();
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -304,6 +306,7 @@ async fn start_up(
     let engine_config = EngineConfig {
         max_instances: u32::try_from(args.max_in_flight).unwrap_or(u32::MAX).max(1),
         max_memory_bytes: max_memory,
+        cache_dir: Some(args.data.join("compiled")),
     };
     let data = args.data.clone();
     let manifest = manifest.clone();
@@ -312,6 +315,7 @@ async fn start_up(
         let runtime = Runtime::new(&engine_config)?;
         let store = Arc::new(SqliteStore::open(&data)?);
         let app = Arc::new(App::load(&manifest, &runtime, store.clone())?);
+        runtime.prune_cache();
         Ok((store, app))
     })
     .await

@@ -6,6 +6,7 @@
 use crate::bindings::exports::berth::service::{handler, subscriber};
 use crate::bindings::{Event, Request, Response, Service};
 use crate::capabilities::stderr::CapturedStderr;
+use crate::compile_cache::CompileCache;
 use crate::invocation::Invocation;
 use crate::metrics::{Metrics, metrics};
 use crate::store::WriteBatch;
@@ -34,6 +35,9 @@ pub struct EngineConfig {
     pub max_instances: u32,
     /// The largest linear memory any component may be given.
     pub max_memory_bytes: usize,
+    /// Where to cache compiled components between runs; `None` compiles
+    /// every time.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -41,6 +45,7 @@ impl Default for EngineConfig {
         EngineConfig {
             max_instances: 256,
             max_memory_bytes: 64 * 1024 * 1024,
+            cache_dir: None,
         }
     }
 }
@@ -73,6 +78,7 @@ impl CallLimits {
 pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<Invocation>>,
+    cache: Option<Arc<CompileCache>>,
     /// Stops the epoch thread when the last clone is dropped.
     _ticker: Arc<EpochTicker>,
 }
@@ -91,12 +97,15 @@ impl Runtime {
             // Keep the first pages of each slot mapped and reset them in
             // place; pagemap scanning finds the dirty ones so a reused slot
             // costs only what the last request touched.
-            .linear_memory_keep_resident(1024 * 1024)
+            .linear_memory_keep_resident(16 * 1024 * 1024)
             .table_keep_resident(64 * 1024)
             .pagemap_scan(wasmtime::Enabled::Auto);
         let mut cfg = Config::new();
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .epoch_interruption(true);
+            .epoch_interruption(true)
+            // Berth runs no component-model-async guests; without the
+            // machinery for them each new Store is cheaper to set up.
+            .concurrency_support(false);
         let engine = Engine::new(&cfg)
             .map_err(|e| anyhow!("{e:?}"))
             .context("creating the wasm engine")?;
@@ -107,9 +116,14 @@ impl Runtime {
         Service::add_to_linker::<_, wasmtime::component::HasSelf<Invocation>>(&mut linker, |s| s)
             .map_err(|e| anyhow!("{e:?}"))?;
         let ticker = EpochTicker::start(engine.clone())?;
+        let cache = config
+            .cache_dir
+            .as_deref()
+            .map(|dir| Arc::new(CompileCache::new(dir, &engine)));
         Ok(Runtime {
             engine,
             linker: Arc::new(linker),
+            cache,
             _ticker: Arc::new(ticker),
         })
     }
@@ -125,11 +139,29 @@ impl Runtime {
         self.link(name, &component, limits)
     }
 
-    /// Compile `wasm` to machine code; the slow step, done off the request path.
+    /// Compile `wasm` to machine code, or load it from the compile cache;
+    /// the slow step, done off the request path.
     pub fn compile(&self, name: &str, wasm: &[u8]) -> anyhow::Result<Component> {
-        Component::new(&self.engine, wasm)
+        let hash = self.cache.as_ref().map(|_| crate::app::sha256_hex(wasm));
+        if let (Some(cache), Some(hash)) = (&self.cache, &hash)
+            && let Some(component) = cache.load(&self.engine, hash)
+        {
+            return Ok(component);
+        }
+        let component = Component::new(&self.engine, wasm)
             .map_err(|e| anyhow!("{e:?}"))
-            .with_context(|| format!("component `{name}` is not a valid WebAssembly component"))
+            .with_context(|| format!("component `{name}` is not a valid WebAssembly component"))?;
+        if let (Some(cache), Some(hash)) = (&self.cache, &hash) {
+            cache.store(hash, &component);
+        }
+        Ok(component)
+    }
+
+    /// Forget cached compilations this process has not used.
+    pub fn prune_cache(&self) {
+        if let Some(cache) = &self.cache {
+            cache.prune();
+        }
     }
 
     /// Link a compiled component against the host's imports and check that

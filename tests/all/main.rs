@@ -2,6 +2,7 @@
 //! fresh data directory and drives it over HTTP on loopback.
 
 mod badinput;
+mod cache;
 mod cli;
 mod crash;
 mod durability;

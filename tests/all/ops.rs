@@ -143,7 +143,7 @@ fn json_logs_carry_one_line_per_request() {
     assert_eq!(request["path"], "/users");
     assert_eq!(request["component"], "users");
     assert_eq!(request["status"], 201);
-    assert!(request["duration_ms"].as_f64().unwrap() > 0.0);
+    assert!(request["duration_us"].as_u64().unwrap() > 0);
     let component_line = lines
         .iter()
         .find(|l| l["message"] == "created user 3")

@@ -125,9 +125,11 @@ impl Baseline {
                     return error(StatusCode::BAD_REQUEST, "name is required");
                 };
                 let name = name.to_string();
-                self.create("users", "user", |id| {
-                    serde_json::json!({ "id": id, "name": name })
-                })
+                self.create(
+                    "users",
+                    "user",
+                    |id| serde_json::json!({ "id": id, "name": name }),
+                )
                 .await
             }
             (&Method::POST, ["orders"]) => {
@@ -142,9 +144,11 @@ impl Baseline {
                     Ok(None) => return error(StatusCode::UNPROCESSABLE_ENTITY, "no such user"),
                     Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.0),
                 }
-                self.create("orders", "order", |id| {
-                    serde_json::json!({ "id": id, "user_id": user_id, "status": "pending" })
-                })
+                self.create(
+                    "orders",
+                    "order",
+                    |id| serde_json::json!({ "id": id, "user_id": user_id, "status": "pending" }),
+                )
                 .await
             }
             _ => error(StatusCode::NOT_FOUND, "no such route"),
@@ -164,7 +168,8 @@ impl Baseline {
             None => None,
         };
         for _ in 0..8 {
-            let id = match self.store.increment(ns, &format!("meta/{kind}/next-id"), 1) {
+            let counter = format!("meta/{kind}/next-id");
+            let id = match self.store.increment(ns, &counter, 1).await {
                 Ok(id) => id as u64,
                 Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "counter failed"),
             };
@@ -205,14 +210,14 @@ fn reply(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
 fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     reply(
         status,
-        serde_json::json!({ "error": message }).to_string().into_bytes(),
+        serde_json::json!({ "error": message })
+            .to_string()
+            .into_bytes(),
     )
 }
 
 /// Wait for a commit outside the async runtime (seeding, before it starts).
-fn futures_block(
-    commit: berth::store::PendingCommit,
-) -> Result<Commit, berth::store::StoreError> {
+fn futures_block(commit: berth::store::PendingCommit) -> Result<Commit, berth::store::StoreError> {
     tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a current-thread runtime")

@@ -240,7 +240,7 @@ impl Host for Invocation {
         self.kv.conditional_write(key, expected.as_deref(), new)
     }
 
-    fn increment(&mut self, key: String, delta: i64) -> Result<i64, Error> {
+    async fn increment(&mut self, key: String, delta: i64) -> Result<i64, Error> {
         let _timer = OpTimer::start("increment");
         check_key(&key)?;
         if self.kv.batch.writes.contains_key(&key) {
@@ -251,6 +251,7 @@ impl Host for Invocation {
         self.kv
             .store
             .increment(&self.kv.ns, &key, delta)
+            .await
             .map_err(|e| match e {
                 CounterError::Invalid(msg) => Error::Invalid(msg),
                 CounterError::Store(e) => unavailable(e),

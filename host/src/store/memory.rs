@@ -2,8 +2,8 @@
 //! component unit tests and anything else that must not touch the disk.
 
 use super::{
-    Commit, CounterError, Delivery, NewEvent, PendingCommit, Retry, Store, StoreError, WriteBatch,
-    add_to_counter, now_ms,
+    Commit, Delivery, NewEvent, PendingCommit, PendingIncrement, Retry, Store, StoreError,
+    WriteBatch, add_to_counter, now_ms,
 };
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -81,12 +81,14 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn increment(&self, ns: &str, key: &str, delta: i64) -> Result<i64, CounterError> {
+    fn increment(&self, ns: &str, key: &str, delta: i64) -> PendingIncrement {
         let mut data = self.data();
         let slot = (ns.to_string(), key.to_string());
-        let next = add_to_counter(data.get(&slot).map(Vec::as_slice), delta)?;
-        data.insert(slot, next.to_string().into_bytes());
-        Ok(next)
+        let next = add_to_counter(data.get(&slot).map(Vec::as_slice), delta);
+        if let Ok(next) = next {
+            data.insert(slot, next.to_string().into_bytes());
+        }
+        Box::pin(std::future::ready(next))
     }
 
     fn commit(&self, ns: &str, batch: WriteBatch) -> PendingCommit {

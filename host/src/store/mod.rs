@@ -121,11 +121,15 @@ pub enum Commit {
 /// A commit in progress; it resolves once the batch is durable or refused.
 pub type PendingCommit = Pin<Box<dyn Future<Output = Result<Commit, StoreError>> + Send>>;
 
+/// An increment in progress; it resolves to the counter's new value.
+pub type PendingIncrement = Pin<Box<dyn Future<Output = Result<i64, CounterError>> + Send>>;
+
 /// A key-value store with per-namespace isolation.
 ///
-/// Reads and `increment` are synchronous because a component calls them in
-/// the middle of its execution; `commit` is asynchronous because it waits for
-/// the disk, which the request should not block a thread on.
+/// Reads are synchronous: a component calls them in the middle of its
+/// execution and they answer from memory or the page cache. `increment` and
+/// `commit` are asynchronous because they wait for the writer thread (and
+/// `commit` for the disk), which a request must not block a thread on.
 pub trait Store: Send + Sync + 'static {
     /// The committed value of `key`.
     fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
@@ -142,7 +146,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Add `delta` to the decimal counter under `key`, at once and durably
     /// no later than any batch committed after this call returns.
-    fn increment(&self, ns: &str, key: &str, delta: i64) -> Result<i64, CounterError>;
+    fn increment(&self, ns: &str, key: &str, delta: i64) -> PendingIncrement;
 
     /// Check the batch's preconditions and apply its writes atomically.
     fn commit(&self, ns: &str, batch: WriteBatch) -> PendingCommit;

@@ -3,8 +3,8 @@
 //! A commit is acknowledged only after the fsync that made it durable.
 
 use super::{
-    Commit, CounterError, Delivery, PendingCommit, Retry, Store, StoreError, WriteBatch,
-    add_to_counter, now_ms,
+    Commit, CounterError, Delivery, PendingCommit, PendingIncrement, Retry, Store, StoreError,
+    WriteBatch, add_to_counter, now_ms,
 };
 use anyhow::Context as _;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -55,7 +55,7 @@ enum WriteOp {
         ns: String,
         key: String,
         delta: i64,
-        reply: mpsc::SyncSender<Result<i64, CounterError>>,
+        reply: oneshot::Sender<Result<i64, CounterError>>,
     },
     Commit {
         ns: String,
@@ -183,18 +183,20 @@ impl Store for SqliteStore {
         })
     }
 
-    fn increment(&self, ns: &str, key: &str, delta: i64) -> Result<i64, CounterError> {
-        let (reply, answer) = mpsc::sync_channel(1);
-        self.send(WriteOp::Increment {
+    fn increment(&self, ns: &str, key: &str, delta: i64) -> PendingIncrement {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.send(WriteOp::Increment {
             ns: ns.to_string(),
             key: key.to_string(),
             delta,
             reply,
+        });
+        Box::pin(async move {
+            sent.map_err(CounterError::Store)?;
+            answer.await.map_err(|_| {
+                CounterError::Store(StoreError("the store writer has stopped".into()))
+            })?
         })
-        .map_err(CounterError::Store)?;
-        answer
-            .recv()
-            .map_err(|_| CounterError::Store(StoreError("the store writer has stopped".into())))?
     }
 
     fn commit(&self, ns: &str, batch: WriteBatch) -> PendingCommit {

@@ -1,0 +1,112 @@
+//! Compiled components cached on disk, so a restart skips Cranelift. An
+//! entry is keyed by the SHA-256 of the wasm and by the engine's
+//! compatibility hash (wasmtime version, target, settings), so a changed
+//! component or a new Berth build never picks up stale code: it just misses.
+//!
+//! Loading an entry maps native code into the process, so the file is
+//! checked first: it starts with the SHA-256 of the rest, and any mismatch
+//! (a torn write, a flipped bit) counts as a miss. The cache lives in the
+//! data directory, which only Berth should be able to write.
+
+use sha2::{Digest as _, Sha256};
+use std::collections::HashSet;
+use std::hash::{Hash as _, Hasher as _};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// A folder of `<wasm sha256>-<engine hash>.cwasm` files.
+pub struct CompileCache {
+    dir: PathBuf,
+    engine_key: String,
+    /// Entries this process loaded or wrote; [`CompileCache::prune`] keeps only these.
+    used: Mutex<HashSet<PathBuf>>,
+}
+
+impl CompileCache {
+    pub fn new(dir: &Path, engine: &Engine) -> CompileCache {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        CompileCache {
+            dir: dir.to_path_buf(),
+            engine_key: format!("{:016x}", hasher.finish()),
+            used: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn path_for(&self, wasm_sha256: &str) -> PathBuf {
+        self.dir
+            .join(format!("{wasm_sha256}-{}.cwasm", self.engine_key))
+    }
+
+    /// The cached compilation of the wasm whose hash is `wasm_sha256`.
+    pub fn load(&self, engine: &Engine, wasm_sha256: &str) -> Option<Component> {
+        let path = self.path_for(wasm_sha256);
+        let bytes = std::fs::read(&path).ok()?;
+        let (checksum, code) = bytes.split_at_checked(32)?;
+        if Sha256::digest(code).as_slice() != checksum {
+            tracing::warn!(path = %path.display(), "ignoring a damaged compile-cache entry");
+            return None;
+        }
+        // SAFETY: `code` is what `Component::serialize` wrote for an engine
+        // with this compatibility hash (the file name says so), and the
+        // checksum shows it is unchanged since.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(engine, code) }.ok()?;
+        self.used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path);
+        Some(component)
+    }
+
+    /// Save `component`, compiled from the wasm whose hash is `wasm_sha256`.
+    /// A failure only costs the next start a compile, so it is logged, not returned.
+    pub fn store(&self, wasm_sha256: &str, component: &Component) {
+        let path = self.path_for(wasm_sha256);
+        let saved = (|| -> anyhow::Result<()> {
+            let code = component
+                .serialize()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            std::fs::create_dir_all(&self.dir)?;
+            let mut bytes = Sha256::digest(&code).to_vec();
+            bytes.extend_from_slice(&code);
+            // Write aside, then rename: a reader never sees half a file.
+            let partial = path.with_extension("partial");
+            std::fs::write(&partial, &bytes)?;
+            std::fs::rename(&partial, &path)?;
+            Ok(())
+        })();
+        match saved {
+            Ok(()) => {
+                self.used
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(path);
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "could not save a compiled component")
+            }
+        }
+    }
+
+    /// Delete the entries this process has not used: versions no longer
+    /// deployed, and builds of older engines.
+    pub fn prune(&self) {
+        let used = self.used.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let stale = matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("cwasm" | "partial")
+            ) && !used.contains(&path);
+            if stale {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
