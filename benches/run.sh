@@ -7,6 +7,7 @@
 #   static read write mixed chained   throughput and latency (the default set)
 #   startup                           cold and warm start to ready
 #   rss                               host RSS over a long load at 64 connections
+#   hostile                           normal traffic beside each hostile component
 #   all                               everything above
 # Environment (defaults in brackets):
 #   DURATION     measured seconds per run                     [10]
@@ -36,7 +37,7 @@ ONLY=${ONLY:-}
 PORT=18180
 
 if [ $# -eq 0 ]; then set -- static read write mixed chained; fi
-if [ "$*" = all ]; then set -- static read write mixed chained startup rss; fi
+if [ "$*" = all ]; then set -- static read write mixed chained startup rss hostile; fi
 
 WORK=$(mktemp -d /tmp/berth-bench.XXXXXX)
 SERVER_PID=""
@@ -97,6 +98,12 @@ subscribes = ["user.deleted"]
 [components.fixed]
 wasm = "$GUESTS/fixed.wasm"
 routes = ["/static"]
+
+[components.misbehave]
+wasm = "$GUESTS/misbehave.wasm"
+routes = ["/misbehave"]
+timeout_ms = 1000
+max_memory_mb = 256
 TOML
     cat benches/lua/report.lua > "$WORK/report.lua"
 }
@@ -234,6 +241,48 @@ rss() {
     awk '{ printf "| %d | %.1f |\n", $1, $2/1024 }' "$samples"
 }
 
+# Normal traffic (GET /users/1) with and without a client that keeps
+# calling one hostile endpoint, one call at a time, for the whole run. Per
+# row: the normal traffic's figures, what the hostile calls got and how long
+# the slowest took, and the host's peak RSS during the run.
+hostile() {
+    start_server berth /users/1 || return 1
+    echo
+    echo "### hostile components beside normal traffic (GET /users/1; misbehave: timeout 1 s, 256 MiB)"
+    echo
+    echo "| hostile endpoint | normal req/s | normal p50 | normal p99 | normal errors + non-2xx | hostile answers | slowest hostile answer | host peak RSS (MiB) |"
+    echo "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"
+    local what result hostile_pid
+    load "$WARMUP" /users/1 get > /dev/null
+    for what in none loop memory recurse panic big hammer; do
+        # Reset the peak-RSS mark so each row shows its own peak.
+        echo 5 > "/proc/$SERVER_PID/clear_refs" 2>/dev/null || true
+        : > "$WORK/hostile-$what"
+        if [ "$what" != none ]; then
+            (
+                end=$((SECONDS + DURATION))
+                while [ "$SECONDS" -lt "$end" ]; do
+                    taskset -c 1 curl -s -o /dev/null --max-time 30 -w '%{http_code} %{time_total}\n' \
+                        "http://127.0.0.1:$PORT/misbehave/$what" >> "$WORK/hostile-$what" || true
+                done
+            ) &
+            hostile_pid=$!
+        fi
+        result=$(load "$DURATION" /users/1 get)
+        [ "$what" = none ] || wait "$hostile_pid"
+        local peak
+        peak=$(awk '/^VmHWM/ {printf "%.1f", $2/1024}' "/proc/$SERVER_PID/status")
+        local answers slowest
+        answers=$(awk '{n[$1]++} END {for (c in n) printf "%s%d x %s", (k++ ? ", " : ""), n[c], c}' "$WORK/hostile-$what")
+        slowest=$(awk 'BEGIN {m = 0} {if ($2 > m) m = $2} END {if (NR) printf "%.0f ms", m * 1000; else print "-"}' "$WORK/hostile-$what")
+        awk -v w="$what" -v r="$(field rps "$result")" -v a="$(field p50_us "$result")" \
+            -v b="$(field p99_us "$result")" -v e="$(field errors "$result")" -v x="$(field non2xx "$result")" \
+            -v h="${answers:--}" -v s="$slowest" -v m="$peak" 'BEGIN {
+            printf "| %s | %.0f | %.2f ms | %.2f ms | %d | %s | %s | %s |\n", w, r, a/1000, b/1000, e + x, h, s, m }'
+    done
+    stop_server
+}
+
 setup
 echo "# benches/run.sh $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores ($(uname -r)); wrk -t1 -c$CONNECTIONS, ${WARMUP} s warm-up, ${DURATION} s measured; server on core 0, wrk on core 1"
 for w in "$@"; do
@@ -250,6 +299,7 @@ for w in "$@"; do
             berth:/orders native:/orders ;;
         startup) startup ;;
         rss) rss ;;
+        hostile) hostile ;;
         *) log "unknown workload $w"; exit 2 ;;
     esac
 done

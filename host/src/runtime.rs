@@ -26,7 +26,7 @@ use wasmtime::{
 pub use crate::invocation::CallEnv;
 
 /// How often the epoch advances; deadlines are whole multiples of it.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 
 /// Engine-wide settings, fixed for the life of the process.
 #[derive(Debug, Clone)]
@@ -307,12 +307,15 @@ impl LoadedComponent {
         store.limiter(|s| &mut s.limits);
         // At every epoch tick the guest yields, so a busy guest shares its
         // thread with other requests; past the deadline it is interrupted.
+        // It yields through tokio's `yield_now`, which puts the task behind
+        // the others and lets the I/O driver run first; a plain wake would
+        // run the guest again at once and starve every other connection.
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             Ok(if Instant::now() >= deadline {
                 UpdateDeadline::Interrupt
             } else {
-                UpdateDeadline::Yield(1)
+                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
             })
         });
         (store, stderr)

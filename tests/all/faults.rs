@@ -1,6 +1,6 @@
 //! A misbehaving component gets its 5xx and nothing else is disturbed.
 
-use crate::support::{Berth, data_dir, manifest_beside_users};
+use crate::support::{Berth, data_dir, manifest_beside_users, test_wasm, write_file};
 use std::time::{Duration, Instant};
 
 /// Serve users plus the test-only `misbehave` component with tight limits.
@@ -74,4 +74,82 @@ fn an_oversized_response_is_a_500() {
     berth
         .get("/misbehave/big")
         .assert_error(500, "returned a 104857600 byte body; the limit is 16777216");
+}
+
+/// Every hostile behaviour in turn, each while clients keep reading users
+/// and orders: each hostile request gets its 5xx within its deadline, and
+/// the normal traffic sees no error and no long stall.
+#[test]
+fn normal_traffic_is_unharmed_while_hostile_components_run() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = data_dir();
+    let manifest = write_file(
+        dir.path(),
+        "berth.toml",
+        &format!(
+            "{}\n[components.misbehave]\nwasm = {:?}\nroutes = [\"/misbehave\"]\n\
+             timeout_ms = 2000\nmax_memory_mb = 256\n",
+            berth::manifest::DEFAULT_MANIFEST,
+            test_wasm("misbehave")
+        ),
+    );
+    let berth = Berth::start_with(
+        &dir.path().join("data"),
+        &["--manifest", manifest.to_str().unwrap()],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = ["/users/1", "/orders/1", "/users/2", "/orders"]
+        .into_iter()
+        .map(|path| {
+            let (addr, stop) = (berth.addr, stop.clone());
+            std::thread::spawn(move || {
+                let (mut served, mut slowest, mut failures) = (0u32, Duration::ZERO, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let reply = crate::support::request_at(addr, "GET", path, &[], b"");
+                    slowest = slowest.max(started.elapsed());
+                    served += 1;
+                    if reply.status != 200 {
+                        failures.push(reply.status);
+                    }
+                }
+                (served, slowest, failures)
+            })
+        })
+        .collect();
+    let hostile = [
+        ("loop", 504),
+        ("memory", 500),
+        ("recurse", 500),
+        ("panic", 500),
+        ("big", 500),
+        ("hammer", 504),
+    ];
+    for (what, status) in hostile {
+        let started = Instant::now();
+        let reply = berth.get(&format!("/misbehave/{what}"));
+        let took = started.elapsed();
+        assert_eq!(reply.status, status, "/misbehave/{what}: {}", reply.error());
+        // The deadline is 2 s; allow as much again for a loaded test machine.
+        assert!(
+            took < Duration::from_secs(4),
+            "/misbehave/{what} took {took:?}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        let (served, slowest, failures) = client.join().unwrap();
+        assert!(
+            failures.is_empty(),
+            "{} normal requests failed, the first with {:?}",
+            failures.len(),
+            failures.first()
+        );
+        assert!(served > 0);
+        assert!(
+            slowest < Duration::from_secs(2),
+            "a normal request waited {slowest:?}"
+        );
+    }
 }
