@@ -14,6 +14,7 @@
 #   WARMUP       seconds of load before measuring, discarded   [3]
 #   CONNECTIONS  wrk connections                               [16]
 #   RSS_SECONDS  length of the rss run                         [60]
+#   RSS_WORKLOAD mixed (writes grow the store) or read          [mixed]
 #   BENCH_CACHE  wasmtime-cli, the Flask venv, build output     [/var/tmp/berth-bench]
 #   WASMTIME     a wasmtime 48 binary; else BENCH_CACHE's, else installed there
 #   BERTH_ARGS   extra `berth serve` flags, for experiments      []
@@ -31,6 +32,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-3}
 CONNECTIONS=${CONNECTIONS:-16}
 RSS_SECONDS=${RSS_SECONDS:-60}
+RSS_WORKLOAD=${RSS_WORKLOAD:-mixed}
 BENCH_CACHE=${BENCH_CACHE:-/var/tmp/berth-bench}
 BERTH_ARGS=${BERTH_ARGS:-}
 ONLY=${ONLY:-}
@@ -223,7 +225,11 @@ rss() {
     start_server berth /users/1 || return 1
     local samples=$WORK/rss
     : > "$samples"
-    load "$RSS_SECONDS" / mixed 64 > "$WORK/rss-result" &
+    if [ "$RSS_WORKLOAD" = read ]; then
+        load "$RSS_SECONDS" /users/1 get 64 > "$WORK/rss-result" &
+    else
+        load "$RSS_SECONDS" / mixed 64 > "$WORK/rss-result" &
+    fi
     local wrk_pid=$! t
     for t in $(seq 0 5 "$RSS_SECONDS"); do
         echo "$t $(awk '/^VmRSS/ {print $2}' "/proc/$SERVER_PID/status")" >> "$samples"
@@ -232,7 +238,7 @@ rss() {
     wait "$wrk_pid" || true
     stop_server
     echo
-    echo "### host RSS under load (64 connections, mixed, ${RSS_SECONDS} s)"
+    echo "### host RSS under load (64 connections, $RSS_WORKLOAD, ${RSS_SECONDS} s)"
     echo
     echo "$(cat "$WORK/rss-result")"
     echo
