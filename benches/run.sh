@@ -18,6 +18,7 @@
 #   BENCH_CACHE  wasmtime-cli, the Flask venv, build output     [/var/tmp/berth-bench]
 #   WASMTIME     a wasmtime 48 binary; else BENCH_CACHE's, else installed there
 #   BERTH_ARGS   extra `berth serve` flags, for experiments      []
+#   BERTH_BIN    another berth binary to measure (an experiment's build)
 #   ONLY         run only these servers, e.g. "berth native"     [all]
 #
 # Pinning: every server runs under `taskset -c 0` and wrk under `taskset -c 1`
@@ -61,7 +62,7 @@ setup() {
     log "== building (release)"
     rustup toolchain install >/dev/null
     cargo build --release --locked -q -p berth -p native-baseline
-    BERTH=$ROOT/target/release/berth
+    BERTH=${BERTH_BIN:-$ROOT/target/release/berth}
     NATIVE=$ROOT/target/release/native-baseline
     GUESTS=$ROOT/$(dirname "$(ls -t target/release/build/berth-*/out/guest-target/wasm32-wasip2/release/fixed.wasm | head -1)")
     (cd benches/wasi-http-fixed &&
