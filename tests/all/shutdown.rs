@@ -6,7 +6,6 @@ use crate::support::{
 };
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 /// Serve users beside the test-only `slow` component.
@@ -22,31 +21,6 @@ fn start(dir: &std::path::Path) -> (Berth, Logs) {
         ],
         &[],
     )
-}
-
-/// Send SIGTERM without waiting for the process to exit.
-fn send_sigterm(berth: &Berth) {
-    let pid = berth.child.id().to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("running kill");
-    assert!(status.success(), "kill -TERM {pid} failed");
-}
-
-/// Wait up to `timeout` for the process to exit.
-fn wait_exit(berth: &mut Berth, timeout: Duration) -> ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = berth.child.try_wait().expect("polling berth") {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "berth did not exit within {timeout:?} of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// What a fresh connection gets once shutdown has begun.
@@ -87,7 +61,7 @@ fn try_new_connection(addr: std::net::SocketAddr) -> Attempt {
 #[test]
 fn sigterm_lets_a_slow_request_finish_and_refuses_new_ones() {
     let dir = data_dir();
-    let (mut berth, logs) = start(dir.path());
+    let (berth, logs) = start(dir.path());
     let addr = berth.addr;
     assert_eq!(berth.get("/users").status, 200);
 
@@ -105,7 +79,7 @@ fn sigterm_lets_a_slow_request_finish_and_refuses_new_ones() {
         "the slow request never started; log:\n{}",
         logs.text()
     );
-    send_sigterm(&berth);
+    berth.send_sigterm();
 
     // Shutdown begins at once: within a second, new connections are
     // refused or left unanswered, while the slow request still runs.
@@ -140,7 +114,7 @@ fn sigterm_lets_a_slow_request_finish_and_refuses_new_ones() {
     assert_eq!(reply.json(), "waited 4000 ms");
     assert!(took >= Duration::from_secs(4), "took {took:?}");
 
-    let status = wait_exit(&mut berth, Duration::from_secs(30));
+    let status = berth.wait_exit(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "exit status {status}");
     assert!(logs.text().contains("draining in-flight requests"));
 }
@@ -156,7 +130,7 @@ fn the_drain_timeout_bounds_shutdown() {
             test_wasm("slow")
         ),
     );
-    let (mut berth, logs) = Berth::start_logged(
+    let (berth, logs) = Berth::start_logged(
         &dir.path().join("data"),
         &[
             "--manifest",
@@ -185,8 +159,8 @@ fn the_drain_timeout_bounds_shutdown() {
         "the slow request never started"
     );
     let sent = Instant::now();
-    send_sigterm(&berth);
-    let status = wait_exit(&mut berth, Duration::from_secs(15));
+    berth.send_sigterm();
+    let status = berth.wait_exit(Duration::from_secs(15));
     let took = sent.elapsed();
     assert_eq!(status.code(), Some(0), "exit status {status}");
     assert!(took < Duration::from_secs(10), "exit took {took:?}");
