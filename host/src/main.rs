@@ -86,6 +86,10 @@ struct ServeArgs {
     /// Largest request body in bytes; larger requests get 413.
     #[arg(long, default_value_t = 1024 * 1024)]
     max_body_bytes: usize,
+    /// Largest response body a component may return, in bytes; a larger
+    /// one becomes a 500 and is not sent.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    max_response_bytes: usize,
     /// Seconds a client has to send a request's headers before the
     /// connection is closed, so slow clients cannot hold connections.
     #[arg(long, default_value_t = 10)]
@@ -193,6 +197,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_in_flight: args.max_in_flight.max(1),
         max_body_bytes: args.max_body_bytes,
         max_header_bytes: args.max_header_bytes.max(1024),
+        max_response_bytes: args.max_response_bytes.max(1),
         header_read_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
         shutdown_delay: Duration::from_secs(args.shutdown_delay_secs),

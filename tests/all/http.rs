@@ -35,6 +35,17 @@ fn oversized_body_is_refused_with_413() {
 }
 
 #[test]
+fn responses_past_the_configured_limit_are_500() {
+    let dir = data_dir();
+    let berth = Berth::start_with(dir.path(), &["--max-response-bytes", "30"]);
+    // `{"id":1,"name":"John"}` is 22 bytes; the list of two users is 47.
+    assert_eq!(berth.get("/users/1").json()["name"], "John");
+    berth
+        .get("/users")
+        .assert_error(500, "returned a 47 byte body; the limit is 30");
+}
+
+#[test]
 fn sigterm_exits_cleanly() {
     let dir = data_dir();
     let berth = Berth::start(dir.path());
