@@ -36,6 +36,8 @@ enum LogFormat {
 }
 
 #[derive(Subcommand)]
+// Parsed once at start; boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Load the manifest's components and serve them over HTTP.
     Serve(ServeArgs),
@@ -201,7 +203,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         header_read_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
         shutdown_delay: Duration::from_secs(args.shutdown_delay_secs),
-        ..ServerConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
