@@ -522,7 +522,8 @@ fn compiled(name: &str, wasm: &[u8]) -> anyhow::Result<Arc<Component>> {
     if let Some(hit) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(wasm) {
         return Ok(hit.clone());
     }
-    let component = Arc::new(runtime()?.compile(name, wasm)?);
+    let sha256 = berth::app::sha256_hex(wasm);
+    let component = Arc::new(runtime()?.compile(name, wasm, &sha256)?);
     cache
         .lock()
         .unwrap_or_else(|e| e.into_inner())

@@ -121,9 +121,10 @@ impl App {
         for (name, spec) in &manifest.components {
             let wasm = read_wasm(name, &spec.wasm)?;
             let limits = CallLimits::new(spec.timeout, spec.max_memory_bytes, spec.max_concurrency);
-            let loaded = runtime.load(name, &wasm, limits.clone())?;
+            let sha256 = sha256_hex(&wasm);
+            let loaded = runtime.load(name, &wasm, &sha256, limits.clone())?;
             let slot = Slot {
-                live: ArcSwap::from_pointee(Version::new(loaded, &wasm)),
+                live: ArcSwap::from_pointee(Version::new(loaded, sha256)),
                 previous: Mutex::new(None),
                 routes: spec.routes.clone(),
                 limits,
@@ -216,43 +217,25 @@ impl App {
         let limits = slot.limits.clone();
         let owned_name = name.to_string();
         let labels = Metrics::component(name);
-        let loaded = tokio::task::spawn_blocking(move || {
-            runtime
-                .load(&owned_name, &wasm, limits)
-                .map(|loaded| (loaded, wasm))
-        })
-        .await
-        .map_err(|e| SwapError::Rejected(format!("compiling component `{name}` failed: {e}")))
-        .and_then(|loaded| loaded.map_err(|e| SwapError::Rejected(format!("{e:#}"))))
-        .inspect_err(|_| {
-            metrics().swaps_rejected.get_or_create(&labels).inc();
-        })?;
+        let hash = sha256.clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || runtime.load(&owned_name, &wasm, &hash, limits))
+                .await
+                .map_err(|e| {
+                    SwapError::Rejected(format!("compiling component `{name}` failed: {e}"))
+                })
+                .and_then(|loaded| loaded.map_err(|e| SwapError::Rejected(format!("{e:#}"))))
+                .inspect_err(|_| {
+                    metrics().swaps_rejected.get_or_create(&labels).inc();
+                })?;
         metrics().swaps.get_or_create(&labels).inc();
-        let next = Arc::new(Version::new(loaded.0, &loaded.1));
+        let next = Arc::new(Version::new(loaded, sha256));
         let info = next.info();
         slot.install(next);
         Ok(Replaced {
             version: info,
             swapped: true,
         })
-    }
-
-    /// Make `next` the version new requests of component `name` get, and
-    /// return the version it replaced, which becomes the rollback target.
-    /// `None` if there is no such component. `wasm` is the code `next` was
-    /// built from; it identifies the version.
-    pub fn swap(
-        &self,
-        name: &str,
-        next: LoadedComponent,
-        wasm: &[u8],
-    ) -> Option<Arc<LoadedComponent>> {
-        let slot = self.components.get(name)?;
-        Some(
-            slot.install(Arc::new(Version::new(next, wasm)))
-                .component
-                .clone(),
-        )
     }
 
     /// Swap back to the version the live one replaced. The version rolled
@@ -288,10 +271,10 @@ impl Slot {
 }
 
 impl Version {
-    fn new(component: LoadedComponent, wasm: &[u8]) -> Version {
+    fn new(component: LoadedComponent, sha256: String) -> Version {
         Version {
             component: Arc::new(component),
-            sha256: sha256_hex(wasm),
+            sha256,
             loaded_at: SystemTime::now(),
         }
     }

@@ -136,28 +136,32 @@ impl Runtime {
         &self,
         name: &str,
         wasm: &[u8],
+        sha256: &str,
         limits: CallLimits,
     ) -> anyhow::Result<LoadedComponent> {
-        let component = self.compile(name, wasm)?;
+        let component = self.compile(name, wasm, sha256)?;
         self.link(name, &component, limits)
     }
 
-    /// Compile `wasm` to machine code, or load it from the compile cache;
-    /// the slow step, done off the request path.
-    pub fn compile(&self, name: &str, wasm: &[u8]) -> anyhow::Result<Component> {
-        let hash = self.cache.as_ref().map(|_| crate::app::sha256_hex(wasm));
-        if let (Some(cache), Some(hash)) = (&self.cache, &hash)
-            && let Some(component) = cache.load(&self.engine, hash)
-        {
+    /// Compile `wasm`, whose hex SHA-256 is `sha256`, to machine code, or
+    /// load it from the compile cache; the slow step, done off the request
+    /// path.
+    pub fn compile(&self, name: &str, wasm: &[u8], sha256: &str) -> anyhow::Result<Component> {
+        let Some(cache) = &self.cache else {
+            return self.compile_uncached(name, wasm);
+        };
+        if let Some(component) = cache.load(&self.engine, sha256) {
             return Ok(component);
         }
-        let component = Component::new(&self.engine, wasm)
-            .map_err(|e| anyhow!("{e:?}"))
-            .with_context(|| format!("component `{name}` is not a valid WebAssembly component"))?;
-        if let (Some(cache), Some(hash)) = (&self.cache, &hash) {
-            cache.store(hash, &component);
-        }
+        let component = self.compile_uncached(name, wasm)?;
+        cache.store(sha256, &component);
         Ok(component)
+    }
+
+    fn compile_uncached(&self, name: &str, wasm: &[u8]) -> anyhow::Result<Component> {
+        Component::new(&self.engine, wasm)
+            .map_err(|e| anyhow!("{e:?}"))
+            .with_context(|| format!("component `{name}` is not a valid WebAssembly component"))
     }
 
     /// Forget cached compilations this process has not used.

@@ -76,10 +76,14 @@ fn the_host_at_its_in_flight_cap_gets_503_at_once() {
 
 /// A connection that sends part of a request head and then one byte at a
 /// time, as a slowloris client does; returns whether the server closed it.
-fn dribble(addr: std::net::SocketAddr, for_at_most: Duration) -> bool {
-    let Ok(mut stream) = TcpStream::connect(addr) else {
-        return true;
-    };
+/// `connected` is told once the connection is open.
+fn dribble(
+    addr: std::net::SocketAddr,
+    for_at_most: Duration,
+    connected: std::sync::mpsc::Sender<()>,
+) -> bool {
+    let mut stream = TcpStream::connect(addr).expect("connecting a slow client");
+    let _ = connected.send(());
     stream
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
@@ -113,11 +117,20 @@ fn slow_header_clients_are_cut_off_and_cannot_hold_the_server() {
         &["--max-connections", "2", "--header-timeout-secs", "1"],
     );
     let addr = berth.addr;
-    // Two slow clients take every connection slot...
+    // Two slow clients take every connection slot: they connect first, and
+    // the server accepts in connection order...
+    let (connected, slots_taken) = std::sync::mpsc::channel();
     let slow: Vec<_> = (0..2)
-        .map(|_| std::thread::spawn(move || dribble(addr, Duration::from_secs(20))))
+        .map(|_| {
+            let connected = connected.clone();
+            std::thread::spawn(move || dribble(addr, Duration::from_secs(20), connected))
+        })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..2 {
+        slots_taken
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a slow client could not connect");
+    }
     // ...yet a normal client is served once the header deadline frees them.
     let started = Instant::now();
     let mut stream = TcpStream::connect(addr).unwrap();

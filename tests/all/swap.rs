@@ -273,30 +273,36 @@ fn admin_uploads_a_version_and_rolls_back_keeping_the_data() {
         .assert_error(404, "no admin route");
 }
 
-#[test]
-fn admin_rejects_what_is_not_a_service_component() {
-    let s = start(&[]);
+/// Files that are not components of the `service` world: what each is,
+/// its bytes, and what the rejection must say.
+fn not_service_components() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     let v2 = v2();
-    let cases: [(&str, &[u8], &str); 4] = [
+    vec![
         (
             "truncated",
-            &v2[..v2.len() / 2],
+            v2[..v2.len() / 2].to_vec(),
             "not a valid WebAssembly component",
         ),
         (
             "core module",
-            CORE_MODULE,
+            CORE_MODULE.to_vec(),
             "not a valid WebAssembly component",
         ),
-        ("empty", b"", "not a valid WebAssembly component"),
         (
             "other world",
-            &guest("swap_otherworld"),
+            guest("swap_otherworld"),
             "does not export `berth:service/handler`",
         ),
-    ];
+    ]
+}
+
+#[test]
+fn admin_rejects_what_is_not_a_service_component() {
+    let s = start(&[]);
+    let mut cases = not_service_components();
+    cases.push(("empty", Vec::new(), "not a valid WebAssembly component"));
     for (what, wasm, reason) in cases {
-        let reply = s.admin("PUT", "/components/swapper", wasm);
+        let reply = s.admin("PUT", "/components/swapper", &wasm);
         assert_eq!(
             reply.status,
             422,
@@ -320,26 +326,8 @@ fn admin_rejects_what_is_not_a_service_component() {
 #[test]
 fn watch_rejects_bad_files_and_the_old_version_keeps_serving() {
     let s = start(&["--watch"]);
-    let v2 = v2();
-    let cases: [(&str, &[u8], &str); 3] = [
-        (
-            "truncated",
-            &v2[..v2.len() / 2],
-            "not a valid WebAssembly component",
-        ),
-        (
-            "core module",
-            CORE_MODULE,
-            "not a valid WebAssembly component",
-        ),
-        (
-            "other world",
-            &guest("swap_otherworld"),
-            "does not export `berth:service/handler`",
-        ),
-    ];
-    for (n, (what, wasm, reason)) in cases.into_iter().enumerate() {
-        s.rename_into_place(wasm);
+    for (n, (what, wasm, reason)) in not_service_components().into_iter().enumerate() {
+        s.rename_into_place(&wasm);
         let started = Instant::now();
         while s.rejections() <= n {
             assert!(
@@ -360,7 +348,7 @@ fn watch_rejects_bad_files_and_the_old_version_keeps_serving() {
     }
     assert_eq!(s.listing()["version"], sha256(&v1()));
     // The watcher is not stuck: a good build still goes in.
-    s.rename_into_place(&v2);
+    s.rename_into_place(&v2());
     s.wait_for_version("v2");
 }
 

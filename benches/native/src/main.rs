@@ -60,11 +60,11 @@ fn main() -> anyhow::Result<()> {
         store,
         serial: (args.commit == CommitMode::Serial).then(|| tokio::sync::Mutex::new(())),
     });
-    baseline.seed()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        baseline.seed().await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("binding {}", args.listen))?;
@@ -88,7 +88,7 @@ fn main() -> anyhow::Result<()> {
 
 impl Baseline {
     /// The original's two users, as the users component seeds them.
-    fn seed(&self) -> anyhow::Result<()> {
+    async fn seed(&self) -> anyhow::Result<()> {
         if self.store.get("users", &user_key(1))?.is_some() {
             return Ok(());
         }
@@ -100,7 +100,7 @@ impl Baseline {
         batch
             .writes
             .insert("meta/user/next-id".into(), Some(b"2".to_vec()));
-        futures_block(self.store.commit("users", batch))?;
+        self.store.commit("users", batch).await?;
         Ok(())
     }
 
@@ -214,12 +214,4 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
             .to_string()
             .into_bytes(),
     )
-}
-
-/// Wait for a commit outside the async runtime (seeding, before it starts).
-fn futures_block(commit: berth::store::PendingCommit) -> Result<Commit, berth::store::StoreError> {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("a current-thread runtime")
-        .block_on(commit)
 }
