@@ -8,6 +8,7 @@
 #   startup                           cold and warm start to ready
 #   rss                               host RSS over a long load at 64 connections
 #   hostile                           normal traffic beside each hostile component
+#   floor                             where Berth's time per request goes
 #   all                               everything above
 # Environment (defaults in brackets):
 #   DURATION     measured seconds per run                     [10]
@@ -40,7 +41,7 @@ ONLY=${ONLY:-}
 PORT=18180
 
 if [ $# -eq 0 ]; then set -- static read write mixed chained; fi
-if [ "$*" = all ]; then set -- static read write mixed chained startup rss hostile; fi
+if [ "$*" = all ]; then set -- static read write mixed chained floor startup rss hostile; fi
 
 WORK=$(mktemp -d /tmp/berth-bench.XXXXXX)
 SERVER_PID=""
@@ -64,6 +65,7 @@ setup() {
     cargo build --release --locked -q -p berth -p native-baseline
     BERTH=${BERTH_BIN:-$ROOT/target/release/berth}
     NATIVE=$ROOT/target/release/native-baseline
+    FLOOR=$ROOT/target/release/instance-floor
     GUESTS=$ROOT/$(dirname "$(ls -t target/release/build/berth-*/out/guest-target/wasm32-wasip2/release/fixed.wasm | head -1)")
     (cd benches/wasi-http-fixed &&
         CARGO_TARGET_DIR=$BENCH_CACHE/target cargo build --release --locked -q --target wasm32-wasip2)
@@ -151,6 +153,9 @@ load() {
         -s "$WORK/$script.lua" "http://127.0.0.1:$PORT$path" | grep '^RESULT' || echo "RESULT failed"
 }
 
+# User plus system CPU time of process $1 and its threads, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
 
 # One workload: a table row per server.
@@ -165,8 +170,14 @@ workload() {
             rows+=("$name|skipped"); continue
         fi
         load "$WARMUP" "$path" "$script" > /dev/null
+        local cpu_before cpu_after
+        cpu_before=$(cpu_ticks "$SERVER_PID")
         result=$(load "$DURATION" "$path" "$script")
+        cpu_after=$(cpu_ticks "$SERVER_PID")
         stop_server
+        # The server's CPU time over the measured run, as a share of its one core.
+        result="$result cpu_pct=$(awk -v a="$cpu_before" -v b="$cpu_after" -v t="$(getconf CLK_TCK)" \
+            -v d="$DURATION" 'BEGIN { printf "%.0f", (b - a) / t / d * 100 }')"
         rows+=("$name|$result")
         case $name in
             native) native_rps=$(field rps "$result"); native_p99=$(field p99_us "$result") ;;
@@ -176,19 +187,19 @@ workload() {
     echo
     echo "### $title"
     echo
-    echo "| server | req/s | p50 | p99 | errors | non-2xx | req/s vs native | p99 vs native | req/s vs wasmtime serve |"
-    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    echo "| server | req/s | p50 | p99 | errors | non-2xx | server CPU | req/s vs native | p99 vs native | req/s vs wasmtime serve |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     local row rps p50 p99
     for row in "${rows[@]}"; do
         name=${row%%|*} result=${row#*|}
         if [ "$result" = skipped ] || [ "$result" = "RESULT failed" ]; then
-            echo "| $name | $result | | | | | | | |"; continue
+            echo "| $name | $result | | | | | | | | |"; continue
         fi
         rps=$(field rps "$result") p50=$(field p50_us "$result") p99=$(field p99_us "$result")
         awk -v n="$name" -v r="$rps" -v a="$p50" -v b="$p99" \
-            -v e="$(field errors "$result")" -v x="$(field non2xx "$result")" \
+            -v e="$(field errors "$result")" -v x="$(field non2xx "$result")" -v c="$(field cpu_pct "$result")" \
             -v nr="$native_rps" -v np="$native_p99" -v wr="$wasmtime_rps" 'BEGIN {
-            printf "| %s | %.0f | %.2f ms | %.2f ms | %d | %d | %s | %s | %s |\n", n, r, a/1000, b/1000, e, x,
+            printf "| %s | %.0f | %.2f ms | %.2f ms | %d | %d | %d %% | %s | %s | %s |\n", n, r, a/1000, b/1000, e, x, c,
                 (nr > 0 ? sprintf("%.2f", r/nr) : "-"), (np > 0 ? sprintf("%.2f", b/np) : "-"),
                 (wr > 0 ? sprintf("%.2f", r/wr) : "-") }'
     done
@@ -219,6 +230,49 @@ PY
 )
         echo "| $i | $took |"
     done
+}
+
+# Where the time of one request goes, in microseconds of the server's core
+# (1e6 / req/s), all measured in this run: native hyper's whole request,
+# Berth's HTTP path alone (the host-answered /healthz), one fresh-instance
+# call alone (instance-floor: no HTTP, one thread), and Berth's whole
+# request. What the whole costs beyond its parts is the parts slowing each
+# other down: the call's working set and the kernel's network path evict
+# each other from the caches.
+floor() {
+    local native_static native_read healthz berth_static berth_read call_static call_read result
+    start_server native /static || return 1
+    load "$WARMUP" /static get > /dev/null
+    native_static=$(field rps "$(load "$DURATION" /static get)")
+    native_read=$(field rps "$(load "$DURATION" /users/1 get)")
+    stop_server
+    start_server berth /static || return 1
+    load "$WARMUP" /static get > /dev/null
+    load 1 /users/1 get > /dev/null
+    healthz=$(field rps "$(load "$DURATION" /healthz get)")
+    berth_static=$(field rps "$(load "$DURATION" /static get)")
+    berth_read=$(field rps "$(load "$DURATION" /users/1 get)")
+    stop_server
+    result=$(taskset -c 0 "$FLOOR" --fixed "$GUESTS/fixed.wasm" --data "$WORK/floor-data")
+    call_static=$(field calls_per_s "$(grep 'case=static' <<<"$result")")
+    call_read=$(field calls_per_s "$(grep 'case=read' <<<"$result")")
+    echo
+    echo "### floor: where a request's time goes (µs of the server's core per request, 1e6 / req/s)"
+    echo
+    echo "| part | static | read |"
+    echo "| --- | ---: | ---: |"
+    awk -v ns="$native_static" -v nr="$native_read" -v h="$healthz" -v bs="$berth_static" \
+        -v br="$berth_read" -v cs="$call_static" -v cr="$call_read" 'BEGIN {
+        us = 1e6
+        printf "| native hyper: the whole request | %.1f | %.1f |\n", us/ns, us/nr
+        printf "| Berth: its HTTP path alone (`GET /healthz`, no component) | %.1f | %.1f |\n", us/h, us/h
+        printf "| one fresh-instance call alone (`instance-floor`, no HTTP) | %.1f | %.1f |\n", us/cs, us/cr
+        printf "| sum of the two parts above | %.1f | %.1f |\n", us/h + us/cs, us/h + us/cr
+        printf "| Berth: the whole request | %.1f | %.1f |\n", us/bs, us/br
+        printf "| the whole beyond its parts | %.1f | %.1f |\n", us/bs - us/h - us/cs, us/br - us/h - us/cr
+        printf "| Berth vs native, measured | %.2f | %.2f |\n", ns ? bs/ns : 0, nr ? br/nr : 0
+        printf "| ceiling: native HTTP plus the call alone, vs native | %.2f | %.2f |\n", (us/ns)/(us/ns + us/cs), (us/nr)/(us/nr + us/cr)
+    }'
 }
 
 # Host RSS while wrk holds 64 connections on a read-and-write mix.
@@ -307,6 +361,7 @@ for w in "$@"; do
         startup) startup ;;
         rss) rss ;;
         hostile) hostile ;;
+        floor) floor ;;
         *) log "unknown workload $w"; exit 2 ;;
     esac
 done

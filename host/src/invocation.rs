@@ -41,7 +41,12 @@ pub struct Invocation {
     /// Events published so far, committed with the key-value writes.
     pub(crate) events: Vec<NewEvent>,
     pub(crate) limits: StoreLimits,
-    wasi: WasiCtx,
+    /// Built on the guest's first WASI call: most requests make none, and
+    /// building a context (its random generators, its stdio) costs more
+    /// than a small guest's whole handler.
+    wasi: Option<WasiCtx>,
+    /// Where the guest's stderr goes, once it has a WASI context.
+    stderr: Option<CapturedStderr>,
     table: ResourceTable,
 }
 
@@ -51,7 +56,6 @@ impl Invocation {
         env: CallEnv,
         deadline: Instant,
         max_memory_bytes: usize,
-        stderr: &CapturedStderr,
     ) -> Invocation {
         Invocation {
             kv: KvTxn::new(env.store.clone(), component.clone()),
@@ -63,11 +67,18 @@ impl Invocation {
                 .memory_size(max_memory_bytes)
                 .instances(16)
                 .build(),
-            // No preopened directories, environment, arguments or sockets:
-            // only what WASI grants every guest (clocks, random).
-            wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
+            wasi: None,
+            stderr: None,
             table: ResourceTable::new(),
         }
+    }
+
+    /// What the guest wrote to stderr, without trailing whitespace.
+    pub(crate) fn printed(&self) -> String {
+        self.stderr
+            .as_ref()
+            .map(CapturedStderr::text)
+            .unwrap_or_default()
     }
 
     /// The writes and events to commit once the call has returned.
@@ -80,8 +91,15 @@ impl Invocation {
 
 impl WasiView for Invocation {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let stderr = &mut self.stderr;
+        let ctx = self.wasi.get_or_insert_with(|| {
+            let captured = stderr.get_or_insert_with(CapturedStderr::default);
+            // No preopened directories, environment, arguments or sockets:
+            // only what WASI grants every guest (clocks, random).
+            WasiCtx::builder().stderr(captured.clone()).build()
+        });
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx,
             table: &mut self.table,
         }
     }

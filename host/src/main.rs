@@ -1,4 +1,6 @@
 //! The `berth` command line: parse arguments, load everything, bind, serve.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::{Context as _, bail};
 use berth::admin::{self, AdminConfig, AdminToken};
@@ -161,6 +163,11 @@ fn main() -> std::process::ExitCode {
             .init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),
     }
+    let format = match cli.log_format {
+        LogFormat::Text => berth::logging::Format::Text,
+        LogFormat::Json => berth::logging::Format::Json,
+    };
+    berth::logging::install_request_log(stderr.clone(), format);
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::DeadLetters(DeadLettersCommand::List { data }) => {

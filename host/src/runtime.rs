@@ -5,12 +5,12 @@
 
 use crate::bindings::exports::berth::service::{handler, subscriber};
 use crate::bindings::{Event, Request, Response, Service};
-use crate::capabilities::stderr::CapturedStderr;
 use crate::compile_cache::CompileCache;
 use crate::invocation::Invocation;
 use crate::metrics::{Metrics, metrics};
 use crate::store::WriteBatch;
 use anyhow::{Context as _, anyhow};
+use prometheus_client::metrics::histogram::Histogram;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -190,8 +190,13 @@ impl Runtime {
                 format!("component `{name}` does not export `berth:service/handler` as the `service` world defines it")
             })?;
         let subscriber = subscriber::GuestIndices::new(&pre).ok();
+        let instantiate_seconds = metrics()
+            .instantiate_seconds
+            .get_or_create(&Metrics::component(name))
+            .clone();
         Ok(LoadedComponent {
             name: name.into(),
+            instantiate_seconds,
             engine: self.engine.clone(),
             pre,
             handler,
@@ -210,6 +215,9 @@ pub struct LoadedComponent {
     /// Present when the component exports `berth:service/subscriber`.
     subscriber: Option<subscriber::GuestIndices>,
     limits: CallLimits,
+    /// This component's series of the instantiation histogram, looked up
+    /// once rather than on every call.
+    instantiate_seconds: Histogram,
 }
 
 /// Why a call produced no response.
@@ -258,14 +266,14 @@ impl LoadedComponent {
         env: CallEnv,
         request: &Request,
     ) -> Result<(Response, WriteBatch), CallError> {
-        let (mut store, stderr) = self.new_store(env);
+        let mut store = self.new_store(env);
         let outcome = async {
             let instance = self.instantiate(&mut store).await?;
             let handler = self.handler.load(&mut store, &instance)?;
             handler.call_handle(&mut store, request).await
         }
         .await;
-        self.finish(outcome, store, &stderr)
+        self.finish(outcome, store)
     }
 
     /// Run the event handler in a fresh instance. `Ok(Err(reason))` means
@@ -279,28 +287,25 @@ impl LoadedComponent {
             let refusal = format!("component `{}` does not export an event handler", self.name);
             return Ok((Err(refusal), WriteBatch::default()));
         };
-        let (mut store, stderr) = self.new_store(env);
+        let mut store = self.new_store(env);
         let outcome = async {
             let instance = self.instantiate(&mut store).await?;
             let subscriber = subscriber.load(&mut store, &instance)?;
             subscriber.call_on_event(&mut store, event).await
         }
         .await;
-        self.finish(outcome, store, &stderr)
+        self.finish(outcome, store)
     }
 
     async fn instantiate(&self, store: &mut Store<Invocation>) -> wasmtime::Result<Instance> {
         let started = Instant::now();
         let instance = self.pre.instantiate_async(store).await?;
-        metrics()
-            .instantiate_seconds
-            .get_or_create(&Metrics::component(&self.name))
+        self.instantiate_seconds
             .observe(started.elapsed().as_secs_f64());
         Ok(instance)
     }
 
-    fn new_store(&self, env: CallEnv) -> (Store<Invocation>, CapturedStderr) {
-        let stderr = CapturedStderr::default();
+    fn new_store(&self, env: CallEnv) -> Store<Invocation> {
         // The deadline is this component's own, or the caller's if sooner.
         let deadline = env.deadline.min(Instant::now() + self.limits.timeout);
         let invocation = Invocation::new(
@@ -308,7 +313,6 @@ impl LoadedComponent {
             env,
             deadline,
             self.limits.max_memory_bytes,
-            &stderr,
         );
         let mut store = Store::new(&self.engine, invocation);
         store.limiter(|s| &mut s.limits);
@@ -325,16 +329,15 @@ impl LoadedComponent {
                 UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
             })
         });
-        (store, stderr)
+        store
     }
 
     fn finish<R>(
         &self,
         outcome: wasmtime::Result<R>,
         store: Store<Invocation>,
-        stderr: &CapturedStderr,
     ) -> Result<(R, WriteBatch), CallError> {
-        let printed = stderr.text();
+        let printed = store.data().printed();
         if !printed.is_empty() {
             tracing::warn!(target: "component", component = &*self.name, "stderr: {printed}");
         }

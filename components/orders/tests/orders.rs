@@ -259,3 +259,28 @@ fn user_deleted_cancels_only_that_users_pending_orders() {
     let refused = orders.deliver("user.deleted", &json!({"who": 2})).unwrap();
     assert!(refused.unwrap_err().starts_with("bad user.deleted payload"));
 }
+
+#[test]
+fn a_user_deleted_before_any_order_request_still_cancels_the_sample_order() {
+    let orders = orders();
+    // Nothing has touched the orders yet, so the sample orders are not
+    // stored; the event must not let John's pending order appear later.
+    assert_eq!(
+        orders.deliver("user.deleted", &json!({"id": 1})).unwrap(),
+        Ok(())
+    );
+    let order = orders.get("/orders/1").send().unwrap();
+    assert_eq!(order.status, 200);
+    assert_eq!(order.json()["status"], "cancelled");
+}
+
+#[test]
+fn reading_one_order_seeds_the_sample_orders_when_none_are_stored() {
+    let orders = orders();
+    let order = orders.get("/orders/2").send().unwrap();
+    assert_eq!(
+        order.json(),
+        json!({"id": 2, "user_id": 2, "status": "completed"})
+    );
+    assert_eq!(orders.get("/orders/3").send().unwrap().status, 404);
+}

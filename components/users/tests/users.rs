@@ -168,3 +168,19 @@ fn client_ids_past_2_pow_53_are_refused_so_allocation_never_runs_out() {
     assert_eq!(reply.status, 201);
     assert_eq!(reply.json()["id"], 9_007_199_254_740_992u64);
 }
+
+#[test]
+fn reading_one_user_seeds_on_a_fresh_store_and_a_deleted_sample_stays_deleted() {
+    let users = users();
+    assert_eq!(
+        users.get("/users/2").send().unwrap().json(),
+        json!({"id": 2, "name": "Jane"})
+    );
+    assert_eq!(users.kv_get("meta/user/seeded").as_deref(), Some(&b"1"[..]));
+    assert_eq!(users.delete("/users/1").send().unwrap().status, 204);
+    // The miss checks the seeding marker, which says John was seeded once.
+    let gone = users.get("/users/1").send().unwrap();
+    assert_eq!(gone.status, 404);
+    assert_eq!(gone.error(), "user 1 does not exist");
+    assert_eq!(users.get("/users/3").send().unwrap().status, 404);
+}
