@@ -20,6 +20,7 @@
 #   WASMTIME     a wasmtime 48 binary; else BENCH_CACHE's, else installed there
 #   BERTH_ARGS   extra `berth serve` flags, for experiments      []
 #   BERTH_BIN    another berth binary to measure (an experiment's build)
+#   PROFILE      the cargo profile to build and measure          [dist]
 #   ONLY         run only these servers, e.g. "berth native"     [all]
 #
 # Pinning: every server runs under `taskset -c 0` and wrk under `taskset -c 1`
@@ -38,6 +39,7 @@ RSS_WORKLOAD=${RSS_WORKLOAD:-mixed}
 BENCH_CACHE=${BENCH_CACHE:-/var/tmp/berth-bench}
 BERTH_ARGS=${BERTH_ARGS:-}
 ONLY=${ONLY:-}
+PROFILE=${PROFILE:-dist}
 PORT=18180
 
 if [ $# -eq 0 ]; then set -- static read write mixed chained; fi
@@ -60,13 +62,15 @@ log() { printf '%s\n' "$*" >&2; }
 
 # ---------------------------------------------------------------- set-up
 setup() {
-    log "== building (release)"
+    log "== building (profile $PROFILE)"
     rustup toolchain install >/dev/null
-    cargo build --release --locked -q -p berth -p native-baseline
-    BERTH=${BERTH_BIN:-$ROOT/target/release/berth}
-    NATIVE=$ROOT/target/release/native-baseline
-    FLOOR=$ROOT/target/release/instance-floor
-    GUESTS=$ROOT/$(dirname "$(ls -t target/release/build/berth-*/out/guest-target/wasm32-wasip2/release/fixed.wasm | head -1)")
+    # The shipped profile (whole-program LTO) for Berth and the native
+    # baseline alike; the first build takes a while.
+    cargo build --profile "$PROFILE" --locked -q -p berth -p native-baseline
+    BERTH=${BERTH_BIN:-$ROOT/target/$PROFILE/berth}
+    NATIVE=$ROOT/target/$PROFILE/native-baseline
+    FLOOR=$ROOT/target/$PROFILE/instance-floor
+    GUESTS=$ROOT/$(dirname "$(ls -t target/"$PROFILE"/build/berth-*/out/guest-target/wasm32-wasip2/release/fixed.wasm | head -1)")
     (cd benches/wasi-http-fixed &&
         CARGO_TARGET_DIR=$BENCH_CACHE/target cargo build --release --locked -q --target wasm32-wasip2)
     WASI_HTTP=$BENCH_CACHE/target/wasm32-wasip2/release/wasi_http_fixed.wasm

@@ -6,8 +6,9 @@
 #     answered by the new version (the upload returns once it is swapped in);
 #  3. throughput (wrk) with no swaps, with a swap every SWAP_EVERY
 #     seconds through the admin API, and with none again, in one server run.
-# Needs curl, python3 and wrk (`apt-get install -y wrk`) and a
-# `cargo build --release`.
+# Needs curl, python3 and wrk (`apt-get install -y wrk`) and a build of
+# the profile it measures: `cargo build --profile dist` (PROFILE=release
+# measures a `cargo build --release`).
 # Usage: benches/swap.sh [ROUNDS] [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,9 +16,10 @@ cd "$(dirname "$0")/.."
 ROUNDS=${1:-20}
 SECONDS_PER_RUN=${2:-10}
 SWAP_EVERY=${SWAP_EVERY:-0.5}
-BERTH=target/release/berth
-GUESTS=$(dirname "$(ls -t target/release/build/berth-*/out/guest-target/wasm32-wasip2/release/swap_v1.wasm | head -1)")
-[ -x "$BERTH" ] && [ -f "$GUESTS/swap_v2.wasm" ] || { echo "run cargo build --release first" >&2; exit 1; }
+PROFILE=${PROFILE:-dist}
+BERTH=target/$PROFILE/berth
+GUESTS=$(dirname "$(ls -t target/"$PROFILE"/build/berth-*/out/guest-target/wasm32-wasip2/release/swap_v1.wasm | head -1)")
+[ -x "$BERTH" ] && [ -f "$GUESTS/swap_v2.wasm" ] || { echo "run cargo build --profile $PROFILE first" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "needs wrk: apt-get install -y wrk" >&2; exit 1; }
 
 work=$(mktemp -d)
