@@ -1,6 +1,4 @@
 //! The `berth` command line: parse arguments, load everything, bind, serve.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::{Context as _, bail};
 use berth::admin::{self, AdminConfig, AdminToken};
