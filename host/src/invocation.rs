@@ -41,12 +41,11 @@ pub struct Invocation {
     /// Events published so far, committed with the key-value writes.
     pub(crate) events: Vec<NewEvent>,
     pub(crate) limits: StoreLimits,
-    /// Built on the guest's first WASI call: most requests make none, and
-    /// building a context (its random generators, its stdio) costs more
-    /// than a small guest's whole handler.
-    wasi: Option<WasiCtx>,
-    /// Where the guest's stderr goes, once it has a WASI context.
-    stderr: Option<CapturedStderr>,
+    /// The WASI context and the stderr it writes to, built on the guest's
+    /// first WASI call: most requests make none, and building a context
+    /// (its random generators, its stdio) costs more than a small guest's
+    /// whole handler.
+    wasi: Option<(WasiCtx, CapturedStderr)>,
     table: ResourceTable,
 }
 
@@ -68,16 +67,15 @@ impl Invocation {
                 .instances(16)
                 .build(),
             wasi: None,
-            stderr: None,
             table: ResourceTable::new(),
         }
     }
 
     /// What the guest wrote to stderr, without trailing whitespace.
     pub(crate) fn printed(&self) -> String {
-        self.stderr
+        self.wasi
             .as_ref()
-            .map(CapturedStderr::text)
+            .map(|(_, stderr)| stderr.text())
             .unwrap_or_default()
     }
 
@@ -91,12 +89,11 @@ impl Invocation {
 
 impl WasiView for Invocation {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        let stderr = &mut self.stderr;
-        let ctx = self.wasi.get_or_insert_with(|| {
-            let captured = stderr.get_or_insert_with(CapturedStderr::default);
+        let (ctx, _) = self.wasi.get_or_insert_with(|| {
+            let stderr = CapturedStderr::default();
             // No preopened directories, environment, arguments or sockets:
             // only what WASI grants every guest (clocks, random).
-            WasiCtx::builder().stderr(captured.clone()).build()
+            (WasiCtx::builder().stderr(stderr.clone()).build(), stderr)
         });
         WasiCtxView {
             ctx,

@@ -169,7 +169,7 @@ pub fn request(line: &RequestLine<'_>) {
 
 fn write_text(out: &mut String, line: &RequestLine<'_>, now: SystemTime) {
     use std::fmt::Write as _;
-    write_timestamp(out, now);
+    write_rfc3339(out, now, true);
     // Writing to a String cannot fail.
     let _ = writeln!(
         out,
@@ -186,7 +186,7 @@ fn write_text(out: &mut String, line: &RequestLine<'_>, now: SystemTime) {
 fn write_json(out: &mut String, line: &RequestLine<'_>, now: SystemTime) {
     use std::fmt::Write as _;
     out.push_str("{\"timestamp\":\"");
-    write_timestamp(out, now);
+    write_rfc3339(out, now, true);
     out.push_str("\",\"level\":\"INFO\",\"message\":\"request\",\"method\":");
     json_string(out, line.method);
     out.push_str(",\"path\":");
@@ -204,27 +204,8 @@ fn write_json(out: &mut String, line: &RequestLine<'_>, now: SystemTime) {
 
 /// `s` as a JSON string literal.
 fn json_string(out: &mut String, s: &str) {
-    use std::fmt::Write as _;
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-/// `now` in RFC 3339, UTC, to the microsecond: `2026-11-27T07:13:46.123456Z`.
-fn write_timestamp(out: &mut String, now: SystemTime) {
-    write_rfc3339(out, now, true);
+    // Serialising a string cannot fail.
+    out.push_str(&serde_json::to_string(s).unwrap_or_default());
 }
 
 /// `time` in RFC 3339, UTC, to the second (`2026-11-27T07:13:46Z`) or, with
@@ -287,14 +268,14 @@ mod tests {
     #[test]
     fn timestamps_are_rfc3339_utc() {
         let mut s = String::new();
-        write_timestamp(&mut s, at(0, 0));
+        write_rfc3339(&mut s, at(0, 0), true);
         assert_eq!(s, "1970-01-01T00:00:00.000000Z");
         s.clear();
         // 2024-02-29 (a leap day) 23:59:59.999999
-        write_timestamp(&mut s, at(1_709_251_199, 999_999));
+        write_rfc3339(&mut s, at(1_709_251_199, 999_999), true);
         assert_eq!(s, "2024-02-29T23:59:59.999999Z");
         s.clear();
-        write_timestamp(&mut s, at(1_798_348_426, 5));
+        write_rfc3339(&mut s, at(1_798_348_426, 5), true);
         assert_eq!(s, "2026-12-27T05:13:46.000005Z");
     }
 
