@@ -15,6 +15,8 @@ mod limits;
 mod ops;
 mod orders;
 mod shutdown;
+mod store_locking;
+mod store_support;
 mod support;
 mod swap;
 mod users;

@@ -7,13 +7,19 @@ use super::{
     WriteBatch, add_to_counter, now_ms,
 };
 use anyhow::Context as _;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// Most requests folded into one transaction and one fsync.
 const MAX_GROUP: usize = 512;
+
+/// How long a connection waits for a lock another connection holds (a
+/// reader rebuilding the WAL index, a `berth dead-letters retry` beside the
+/// server) before giving up with "database is locked".
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Tables: `kv` holds every component's keys, keyed by namespace; `deliveries`
 /// holds one row per event owed to a subscriber (the outbox), removed when
@@ -82,7 +88,8 @@ impl SqliteStore {
         let path = dir.join("berth.db");
         let conn =
             Connection::open(&path).with_context(|| format!("opening store {}", path.display()))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .and_then(|()| conn.pragma_update(None, "journal_mode", "WAL"))
             .and_then(|_| conn.pragma_update(None, "synchronous", "FULL"))
             .and_then(|_| conn.execute_batch(SCHEMA))
             .with_context(|| format!("initialising store {}", path.display()))?;
@@ -116,10 +123,14 @@ impl SqliteStore {
         let conn = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match conn {
             Some(conn) => conn,
-            None => Connection::open_with_flags(
-                &self.path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?,
+            None => {
+                let conn = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                conn.busy_timeout(BUSY_TIMEOUT)?;
+                conn
+            }
         };
         let result = f(&conn);
         self.readers
@@ -294,7 +305,11 @@ fn writer_loop(mut conn: Connection, ops: mpsc::Receiver<WriteOp>) {
 }
 
 fn apply_group(conn: &mut Connection, group: Vec<WriteOp>) {
-    let mut tx = match conn.transaction() {
+    // IMMEDIATE takes the write lock at BEGIN, where SQLite waits on the
+    // busy timeout. A deferred transaction reads first and upgrades to a
+    // write later, and SQLite cannot wait there without risking deadlock:
+    // it fails at once with "database is locked".
+    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => return fail_group(group, &StoreError::from(e)),
     };
