@@ -16,6 +16,7 @@ mod ops;
 mod orders;
 mod shutdown;
 mod store_locking;
+mod store_saga;
 mod store_support;
 mod support;
 mod swap;
