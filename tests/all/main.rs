@@ -15,6 +15,7 @@ mod limits;
 mod ops;
 mod orders;
 mod shutdown;
+mod store_integrity;
 mod store_locking;
 mod store_saga;
 mod store_support;

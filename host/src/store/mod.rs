@@ -3,6 +3,7 @@
 //! Every method takes a namespace; the host passes the component's name, so a
 //! component can only ever reach its own keys.
 
+mod files;
 mod lock;
 mod memory;
 mod sqlite;

@@ -81,18 +81,28 @@ enum WriteOp {
 }
 
 impl SqliteStore {
-    /// Open (or create) the store at `dir/berth.db`.
+    /// Open (or create) the store at `dir/berth.db`, refusing one whose
+    /// pages fail SQLite's quick integrity check.
     pub fn open(dir: &Path) -> anyhow::Result<SqliteStore> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating data directory {}", dir.display()))?;
+        super::files::warn_if_shared(dir);
         let path = dir.join("berth.db");
+        super::files::owner_only(&path)?;
         let conn =
             Connection::open(&path).with_context(|| format!("opening store {}", path.display()))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .and_then(|()| conn.pragma_update(None, "journal_mode", "WAL"))
-            .and_then(|_| conn.pragma_update(None, "synchronous", "FULL"))
-            .and_then(|_| conn.execute_batch(SCHEMA))
-            .with_context(|| format!("initialising store {}", path.display()))?;
+            .and_then(|()| conn.pragma_update(None, "synchronous", "FULL"))
+            .map_err(anyhow::Error::from)
+            .and_then(|()| quick_check(&conn))
+            .and_then(|()| Ok(conn.execute_batch(SCHEMA)?))
+            .with_context(|| {
+                format!(
+                    "the store {} is damaged or unreadable: restore it from a backup, or move it aside to start with an empty store",
+                    path.display()
+                )
+            })?;
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("berth-store-writer".into())
@@ -258,6 +268,20 @@ impl Store for SqliteStore {
             .recv()
             .map_err(|_| StoreError("the store writer has stopped".into()))?
     }
+}
+
+/// SQLite's quick integrity check: every page of every table and index is
+/// read and its structure checked, so a damaged page stops start-up with a
+/// message instead of failing requests later.
+fn quick_check(conn: &Connection) -> anyhow::Result<()> {
+    let mut stmt = conn.prepare("PRAGMA quick_check(5)")?;
+    let problems = stmt
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if problems.len() == 1 && problems[0] == "ok" {
+        return Ok(());
+    }
+    anyhow::bail!("integrity check failed: {}", problems.join("; "))
 }
 
 const DELIVERY_COLUMNS: &str =
