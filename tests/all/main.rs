@@ -17,6 +17,7 @@ mod orders;
 mod shutdown;
 mod store_integrity;
 mod store_locking;
+mod store_readiness;
 mod store_saga;
 mod store_support;
 mod support;

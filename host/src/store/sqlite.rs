@@ -8,8 +8,10 @@ use super::{
 };
 use anyhow::Context as _;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, mpsc};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -44,6 +46,10 @@ const SCHEMA: &str = "
         last_error TEXT
     );
     CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (dead, next_at);
+    CREATE TABLE IF NOT EXISTS meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
 ";
 
 /// A durable key-value store in one SQLite file.
@@ -54,6 +60,33 @@ pub struct SqliteStore {
     /// Idle read connections; WAL lets them read while the writer commits.
     readers: Mutex<Vec<Connection>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Whether the writer can commit, for `/readyz`: shared with its thread.
+    health: Arc<Health>,
+}
+
+/// What the writer thread learnt from its last commit.
+#[derive(Default)]
+struct Health {
+    /// The last commit's error, until a later commit succeeds.
+    failure: Mutex<Option<String>>,
+    /// When a commit last succeeded (ms since the epoch), so the probe can
+    /// skip the seconds in which real traffic already proved the store.
+    last_ok_ms: AtomicI64,
+}
+
+impl Health {
+    fn record(&self, outcome: Result<(), &StoreError>) {
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Ok(()) => {
+                self.last_ok_ms.store(now_ms(), Ordering::Relaxed);
+                if failure.take().is_some() {
+                    tracing::info!("the store commits writes again");
+                }
+            }
+            Err(e) => *failure = Some(e.0.clone()),
+        }
+    }
 }
 
 enum WriteOp {
@@ -77,6 +110,11 @@ enum WriteOp {
     RetryDeadLetter {
         id: i64,
         reply: mpsc::SyncSender<Result<bool, StoreError>>,
+    },
+    /// A real write to the `meta` table, committed like any other, to
+    /// prove the store can commit.
+    Probe {
+        reply: oneshot::Sender<Result<Commit, StoreError>>,
     },
 }
 
@@ -103,17 +141,52 @@ impl SqliteStore {
                     path.display()
                 )
             })?;
+        let health = Arc::new(Health::default());
+        let writer_health = health.clone();
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("berth-store-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, &writer_health))
             .context("starting the store writer thread")?;
         Ok(SqliteStore {
             path,
             writer: Mutex::new(Some(tx)),
             readers: Mutex::new(Vec::new()),
             writer_thread: Mutex::new(Some(thread)),
+            health,
         })
+    }
+
+    /// Commit a small write to the `meta` table, to prove the store can
+    /// commit. Its outcome also sets what [`Store::write_failure`] reports.
+    pub fn probe(&self) -> PendingCommit {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.send(WriteOp::Probe { reply });
+        pending(sent, answer)
+    }
+
+    /// Until `stop` resolves, probe the store once a second unless a commit
+    /// succeeded in that second, so `/readyz` turns 503 when the store stops
+    /// taking writes (disk full, file made read-only) even with no traffic,
+    /// and 200 again once it takes them.
+    pub async fn probe_writes(self: Arc<Self>, stop: impl Future<Output = ()>) {
+        const PERIOD: Duration = Duration::from_secs(1);
+        let probing = async {
+            loop {
+                tokio::time::sleep(PERIOD).await;
+                let quiet = now_ms() - self.health.last_ok_ms.load(Ordering::Relaxed)
+                    >= i64::try_from(PERIOD.as_millis()).unwrap_or(i64::MAX);
+                if quiet || self.write_failure().is_some() {
+                    // The outcome is recorded by the writer; a failure is
+                    // logged there too.
+                    let _ = self.probe().await;
+                }
+            }
+        };
+        tokio::select! {
+            () = probing => {}
+            () = stop => {}
+        }
     }
 
     fn send(&self, op: WriteOp) -> Result<(), StoreError> {
@@ -268,6 +341,14 @@ impl Store for SqliteStore {
             .recv()
             .map_err(|_| StoreError("the store writer has stopped".into()))?
     }
+
+    fn write_failure(&self) -> Option<String> {
+        self.health
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// SQLite's quick integrity check: every page of every table and index is
@@ -315,7 +396,7 @@ fn pending(
 
 /// The writer thread: take every queued operation, apply them in one
 /// transaction, fsync once, then acknowledge them all (group commit).
-fn writer_loop(mut conn: Connection, ops: mpsc::Receiver<WriteOp>) {
+fn writer_loop(mut conn: Connection, ops: mpsc::Receiver<WriteOp>, health: &Health) {
     while let Ok(first) = ops.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -324,18 +405,22 @@ fn writer_loop(mut conn: Connection, ops: mpsc::Receiver<WriteOp>) {
                 Err(_) => break,
             }
         }
-        apply_group(&mut conn, group);
+        apply_group(&mut conn, group, health);
     }
 }
 
-fn apply_group(conn: &mut Connection, group: Vec<WriteOp>) {
+fn apply_group(conn: &mut Connection, group: Vec<WriteOp>, health: &Health) {
     // IMMEDIATE takes the write lock at BEGIN, where SQLite waits on the
     // busy timeout. A deferred transaction reads first and upgrades to a
     // write later, and SQLite cannot wait there without risking deadlock:
     // it fails at once with "database is locked".
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
-        Err(e) => return fail_group(group, &StoreError::from(e)),
+        Err(e) => {
+            let e = StoreError::from(e);
+            health.record(Err(&e));
+            return fail_group(group, &e);
+        }
     };
     let mut acks = Vec::new();
     let mut retries = Vec::new();
@@ -376,10 +461,21 @@ fn apply_group(conn: &mut Connection, group: Vec<WriteOp>) {
                 let outcome = retry_dead_letter(&tx, id).map_err(StoreError::from);
                 retries.push((reply, outcome));
             }
+            WriteOp::Probe { reply } => {
+                let outcome = tx
+                    .execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES ('write-probe', ?1)",
+                        params![now_ms().to_string()],
+                    )
+                    .map(|_| Commit::Done)
+                    .map_err(StoreError::from);
+                acks.push((reply, outcome));
+            }
         }
     }
     match tx.commit() {
         Ok(()) => {
+            health.record(Ok(()));
             for (reply, outcome) in acks {
                 let _ = reply.send(outcome);
             }
@@ -389,6 +485,7 @@ fn apply_group(conn: &mut Connection, group: Vec<WriteOp>) {
         }
         Err(e) => {
             let e = StoreError::from(e);
+            health.record(Err(&e));
             tracing::error!(error = %e, "store commit failed");
             for (reply, _) in acks {
                 let _ = reply.send(Err(e.clone()));
@@ -407,7 +504,9 @@ fn fail_group(group: Vec<WriteOp>, e: &StoreError) {
             WriteOp::Increment { reply, .. } => {
                 let _ = reply.send(Err(CounterError::Store(e.clone())));
             }
-            WriteOp::Commit { reply, .. } | WriteOp::FailDelivery { reply, .. } => {
+            WriteOp::Commit { reply, .. }
+            | WriteOp::FailDelivery { reply, .. }
+            | WriteOp::Probe { reply } => {
                 let _ = reply.send(Err(e.clone()));
             }
             WriteOp::RetryDeadLetter { reply, .. } => {
