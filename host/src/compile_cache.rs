@@ -5,8 +5,11 @@
 //!
 //! Loading an entry maps native code into the process, so the file is
 //! checked first: it starts with the SHA-256 of the rest, and any mismatch
-//! (a torn write, a flipped bit) counts as a miss. The cache lives in the
-//! data directory, which only Berth should be able to write.
+//! (a torn write, a flipped bit) counts as a miss. The rest opens with the
+//! entry's own key, so a whole entry copied or swapped under another name
+//! (its checksum intact) is refused too, instead of running one
+//! component's code in another's place. The cache lives in the data
+//! directory, which only Berth should be able to write.
 
 use sha2::{Digest as _, Sha256};
 use std::collections::HashSet;
@@ -16,7 +19,8 @@ use std::sync::Mutex;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// A folder of `<wasm sha256>-<engine hash>.cwasm` files.
+/// A folder of `<wasm sha256>-<engine hash>.cwasm` files, each holding the
+/// SHA-256 of the rest, the key and a newline, then the compiled code.
 pub struct CompileCache {
     dir: PathBuf,
     engine_key: String,
@@ -35,23 +39,36 @@ impl CompileCache {
         }
     }
 
+    /// The entry's key: the wasm's hash and the engine's. It names the
+    /// file and heads its contents.
+    fn key(&self, wasm_sha256: &str) -> String {
+        format!("{wasm_sha256}-{}", self.engine_key)
+    }
+
     fn path_for(&self, wasm_sha256: &str) -> PathBuf {
-        self.dir
-            .join(format!("{wasm_sha256}-{}.cwasm", self.engine_key))
+        self.dir.join(format!("{}.cwasm", self.key(wasm_sha256)))
     }
 
     /// The cached compilation of the wasm whose hash is `wasm_sha256`.
     pub fn load(&self, engine: &Engine, wasm_sha256: &str) -> Option<Component> {
         let path = self.path_for(wasm_sha256);
         let bytes = std::fs::read(&path).ok()?;
-        let (checksum, code) = bytes.split_at_checked(32)?;
-        if Sha256::digest(code).as_slice() != checksum {
+        let (checksum, keyed) = bytes.split_at_checked(32)?;
+        if Sha256::digest(keyed).as_slice() != checksum {
             tracing::warn!(path = %path.display(), "ignoring a damaged compile-cache entry");
             return None;
         }
-        // SAFETY: `code` is what `Component::serialize` wrote for an engine
-        // with this compatibility hash (the file name says so), and the
-        // checksum shows it is unchanged since.
+        let header = format!("{}\n", self.key(wasm_sha256));
+        let Some(code) = keyed.strip_prefix(header.as_bytes()) else {
+            tracing::warn!(
+                path = %path.display(),
+                "ignoring a compile-cache entry made for another wasm or engine (a copied or swapped file); compiling again"
+            );
+            return None;
+        };
+        // SAFETY: `code` is what `Component::serialize` wrote for this wasm
+        // and an engine with this compatibility hash (the entry's header
+        // says so), and the checksum shows it is unchanged since.
         #[allow(unsafe_code)]
         let component = unsafe { Component::deserialize(engine, code) }.ok()?;
         self.used
@@ -70,8 +87,10 @@ impl CompileCache {
                 .serialize()
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             std::fs::create_dir_all(&self.dir)?;
-            let mut bytes = Sha256::digest(&code).to_vec();
-            bytes.extend_from_slice(&code);
+            let mut keyed = format!("{}\n", self.key(wasm_sha256)).into_bytes();
+            keyed.extend_from_slice(&code);
+            let mut bytes = Sha256::digest(&keyed).to_vec();
+            bytes.extend_from_slice(&keyed);
             // Write aside, then rename: a reader never sees half a file.
             let partial = path.with_extension("partial");
             std::fs::write(&partial, &bytes)?;

@@ -274,9 +274,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let watcher = args
             .watch
             .then(|| tokio::spawn(watch::watch(app.clone(), stopped(stop_rx.clone()))));
+        let probe = tokio::spawn(store.clone().probe_writes(stopped(stop_rx.clone())));
         let deliveries = tokio::spawn(events::run(mesh, delivery, stopped(stop_rx)));
         let served = server.await.context("the HTTP server panicked")?;
         deliveries.await.context("the event delivery task panicked")?;
+        probe.await.context("the store probe panicked")?;
         if let Some(admin) = admin {
             admin.await.context("the admin server panicked")??;
         }
@@ -331,7 +333,28 @@ async fn start_up(
     })
     .await
     .context("start-up panicked")??;
+    wait_until_writable(&store, startup).await;
     Ok(Loaded { lock, store, app })
+}
+
+/// Ready means able to serve writes, so commit a real write first. While
+/// the store refuses (a full disk, a read-only file), wait, unready, with
+/// /readyz saying why, and try again every second.
+async fn wait_until_writable(store: &SqliteStore, startup: &Startup) {
+    let mut logged = false;
+    loop {
+        let error = match store.probe().await {
+            Ok(_) => return,
+            Err(e) => e,
+        };
+        let message = format!("waiting for the store to accept writes: {error}");
+        if !logged {
+            tracing::error!("{message}; free disk space or fix the data directory's permissions");
+            logged = true;
+        }
+        startup.stage(message);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// The data directory's lock. While another process holds it (the old pod

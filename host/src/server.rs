@@ -219,6 +219,11 @@ async fn answer(
             return (error(StatusCode::SERVICE_UNAVAILABLE, &message), None);
         }
         "/readyz" => {
+            // Ready means able to serve writes: not while commits fail.
+            if let Some(why) = services.and_then(|mesh| mesh.app.store.write_failure()) {
+                let message = format!("the store cannot commit writes: {why}");
+                return (error(StatusCode::SERVICE_UNAVAILABLE, &message), None);
+            }
             return (
                 json(StatusCode::OK, serde_json::json!({ "status": "ready" })),
                 None,

@@ -3,8 +3,8 @@
 
 use berth_sdk::http::{self, Result};
 use berth_sdk::services::{self, CallError};
-use berth_sdk::store::Collection;
-use berth_sdk::{Event, Handler, Level, Request, Response, Subscriber, log};
+use berth_sdk::store::{Collection, store_error};
+use berth_sdk::{Event, Handler, Level, Request, Response, Subscriber, kv, log};
 use serde::{Deserialize, Serialize};
 
 const ORDERS: Collection = Collection::new("order");
@@ -73,7 +73,7 @@ impl Handler for Orders {
 impl Subscriber for Orders {
     fn on_event(event: Event) -> std::result::Result<(), String> {
         match event.topic.as_str() {
-            "user.deleted" => cancel_pending_orders_of(&event.payload),
+            "user.deleted" => cancel_pending_orders_of(&event.payload, &event.id),
             // Topics this version does not know are acknowledged, not retried.
             _ => Ok(()),
         }
@@ -84,7 +84,7 @@ berth_sdk::export_subscriber!(Orders);
 
 /// A deleted user's pending orders become cancelled; others stay as they
 /// are. Cancelling is idempotent, so a redelivered event changes nothing.
-fn cancel_pending_orders_of(payload: &str) -> std::result::Result<(), String> {
+fn cancel_pending_orders_of(payload: &str, event_id: &str) -> std::result::Result<(), String> {
     #[derive(Deserialize)]
     struct Deleted {
         id: u64,
@@ -94,6 +94,10 @@ fn cancel_pending_orders_of(payload: &str) -> std::result::Result<(), String> {
     // The sample orders count: seeded later, John's pending order would
     // outlive his deletion.
     seed().map_err(|r| describe(&r))?;
+    // Before reading the orders: an order for this user committed after
+    // this point makes this delivery conflict and run again, and then it
+    // sees the order.
+    mark_user_deleted(deleted.id, event_id).map_err(|r| describe(&r))?;
     let orders: Vec<Order> = ORDERS.all().map_err(|r| describe(&r))?;
     for order in orders
         .iter()
@@ -125,6 +129,102 @@ fn describe(response: &Response) -> String {
         response.status,
         String::from_utf8_lossy(&response.body)
     )
+}
+
+// The saga's guard. The users service says whether a user exists, but its
+// answer is not part of this component's commit: a `user.deleted` delivery
+// could run between that call and the order's commit and leave a pending
+// order of a deleted user. Two keys per user close the gap inside this
+// component's own transactions, so that of an order and the handler,
+// whichever commits second sees the other, at any delivery delay:
+// - `guard/user/<id>/state`: `deleted:<event id>` once a `user.deleted`
+//   handler has run (each run writes a value of its own), else `live`. An
+//   order reads it before asking users, and its commit expects it
+//   unchanged (a compare-and-swap to `live`, which leaves `live` as it is,
+//   so orders do not conflict with one another). A handler that commits in
+//   between makes the order run again, and users then answers 404: 422.
+// - `guard/user/<id>/last-order`: every order naming the user overwrites
+//   it with a value of its own. The handler reads it before the orders and
+//   its commit expects it unchanged, so an order committed after that read
+//   makes the handler run again, and then it sees and cancels the order.
+// A user created again with a deleted user's id is `live` again with its
+// first order, since users then answers 200 after the handler ran.
+
+fn state_key(user_id: u64) -> String {
+    format!("guard/user/{user_id:020}/state")
+}
+
+fn last_order_key(user_id: u64) -> String {
+    format!("guard/user/{user_id:020}/last-order")
+}
+
+const LIVE: &[u8] = b"live";
+
+/// Compare-and-swap attempts on a guard key before answering 503; one only
+/// fails when another request changes the key between its read and swap.
+const GUARD_ATTEMPTS: usize = 8;
+
+/// Check with the users service that `user_id` exists (422 if not) and make
+/// this request's commit depend on no `user.deleted` handler for the user
+/// committing since before that check. Call before staging the order: an
+/// error response still commits what was staged.
+fn hold_user(user_id: u64) -> Result<()> {
+    let key = state_key(user_id);
+    for _ in 0..GUARD_ATTEMPTS {
+        let state = kv::get(&key).map_err(store_error)?;
+        check_user(user_id)?;
+        if kv::compare_and_swap(&key, state.as_deref(), LIVE).map_err(store_error)? {
+            return Ok(());
+        }
+    }
+    Err(http::error(
+        503,
+        &format!("user {user_id} kept changing under concurrent requests; retry"),
+    ))
+}
+
+/// Record that order `order_id` now names `user_id`, with a value no other
+/// write produces (the order id and the clock), so a concurrent handler
+/// for the user conflicts.
+fn touch_user(user_id: u64, order_id: u64) -> Result<()> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    kv::set(
+        &last_order_key(user_id),
+        format!("{order_id}@{nanos}").as_bytes(),
+    )
+    .map_err(store_error)
+}
+
+/// In the handler of event `event_id`, before it reads the orders: make its
+/// commit depend on no order naming `user_id` committing after this point
+/// (`last-order` keeps the value read, and the commit checks it still holds
+/// it), and set the user's state to this run's tombstone.
+fn mark_user_deleted(user_id: u64, event_id: &str) -> Result<()> {
+    let tombstone = format!("deleted:{event_id}").into_bytes();
+    for (key, keep) in [(last_order_key(user_id), true), (state_key(user_id), false)] {
+        let mut swapped = false;
+        for _ in 0..GUARD_ATTEMPTS {
+            let current = kv::get(&key).map_err(store_error)?;
+            let new = match (&current, keep) {
+                (Some(value), true) => value.clone(),
+                (None, true) => b"none".to_vec(),
+                (_, false) => tombstone.clone(),
+            };
+            swapped = kv::compare_and_swap(&key, current.as_deref(), &new).map_err(store_error)?;
+            if swapped {
+                break;
+            }
+        }
+        if !swapped {
+            return Err(http::error(
+                503,
+                &format!("`{key}` kept changing under concurrent requests; retry"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Ask the users service whether `user_id` exists: 422 if it does not, 503
@@ -248,7 +348,7 @@ fn create(request: &Request) -> Result<Response> {
         Some(uid) => uid,
     };
     let status = input.status()?.unwrap_or(Status::Pending);
-    check_user(user_id)?;
+    hold_user(user_id)?;
     let order = match input.id {
         Some(0) => return Err(http::error(400, "field `id` must be a positive integer")),
         Some(id) => {
@@ -268,6 +368,7 @@ fn create(request: &Request) -> Result<Response> {
             status,
         })?,
     };
+    touch_user(user_id, order.id)?;
     log(
         Level::Info,
         &format!("created order {} for user {user_id}", order.id),
@@ -322,7 +423,8 @@ fn patch(id: u64, request: &Request) -> Result<Response> {
     if let Some(uid) = input.user_id
         && uid != order.user_id
     {
-        check_user(uid)?;
+        hold_user(uid)?;
+        touch_user(uid, id)?;
         order.user_id = uid;
     }
     if !ORDERS.replace(id, &previous, &order)? {

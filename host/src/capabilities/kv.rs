@@ -195,9 +195,19 @@ impl Host for Invocation {
     fn delete(&mut self, key: String) -> Result<bool, Error> {
         let _timer = OpTimer::start("delete");
         check_key(&key)?;
-        let existed = self.kv.current(&key)?.0.is_some();
+        let (current, from_store) = self.kv.current(&key)?;
+        // The answer is a read the commit re-checks, as for `insert`: of two
+        // concurrent deletes only one may find the key, or both callers
+        // would act on a deletion that happened once.
+        if from_store {
+            self.kv
+                .batch
+                .expects
+                .entry(key.clone())
+                .or_insert_with(|| current.clone());
+        }
         self.kv.stage(key, None)?;
-        Ok(existed)
+        Ok(current.is_some())
     }
 
     fn list_keys(

@@ -3,6 +3,7 @@
 //! Every method takes a namespace; the host passes the component's name, so a
 //! component can only ever reach its own keys.
 
+mod files;
 mod lock;
 mod memory;
 mod sqlite;
@@ -163,6 +164,12 @@ pub trait Store: Send + Sync + 'static {
     /// Put a dead-lettered delivery back in the queue with a fresh attempt
     /// count. Returns whether there was such a dead letter.
     fn retry_dead_letter(&self, id: i64) -> Result<bool, StoreError>;
+
+    /// Why the store cannot commit writes now, if it cannot: the error of
+    /// its last commit, until a later one succeeds. `/readyz` reports it.
+    fn write_failure(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Milliseconds since the Unix epoch, the clock deliveries are scheduled on.

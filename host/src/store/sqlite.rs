@@ -7,13 +7,21 @@ use super::{
     WriteBatch, add_to_counter, now_ms,
 };
 use anyhow::Context as _;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, mpsc};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// Most requests folded into one transaction and one fsync.
 const MAX_GROUP: usize = 512;
+
+/// How long a connection waits for a lock another connection holds (a
+/// reader rebuilding the WAL index, a `berth dead-letters retry` beside the
+/// server) before giving up with "database is locked".
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Tables: `kv` holds every component's keys, keyed by namespace; `deliveries`
 /// holds one row per event owed to a subscriber (the outbox), removed when
@@ -38,6 +46,10 @@ const SCHEMA: &str = "
         last_error TEXT
     );
     CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (dead, next_at);
+    CREATE TABLE IF NOT EXISTS meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
 ";
 
 /// A durable key-value store in one SQLite file.
@@ -48,6 +60,33 @@ pub struct SqliteStore {
     /// Idle read connections; WAL lets them read while the writer commits.
     readers: Mutex<Vec<Connection>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Whether the writer can commit, for `/readyz`: shared with its thread.
+    health: Arc<Health>,
+}
+
+/// What the writer thread learnt from its last commit.
+#[derive(Default)]
+struct Health {
+    /// The last commit's error, until a later commit succeeds.
+    failure: Mutex<Option<String>>,
+    /// When a commit last succeeded (ms since the epoch), so the probe can
+    /// skip the seconds in which real traffic already proved the store.
+    last_ok_ms: AtomicI64,
+}
+
+impl Health {
+    fn record(&self, outcome: Result<(), &StoreError>) {
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Ok(()) => {
+                self.last_ok_ms.store(now_ms(), Ordering::Relaxed);
+                if failure.take().is_some() {
+                    tracing::info!("the store commits writes again");
+                }
+            }
+            Err(e) => *failure = Some(e.0.clone()),
+        }
+    }
 }
 
 enum WriteOp {
@@ -72,31 +111,82 @@ enum WriteOp {
         id: i64,
         reply: mpsc::SyncSender<Result<bool, StoreError>>,
     },
+    /// A real write to the `meta` table, committed like any other, to
+    /// prove the store can commit.
+    Probe {
+        reply: oneshot::Sender<Result<Commit, StoreError>>,
+    },
 }
 
 impl SqliteStore {
-    /// Open (or create) the store at `dir/berth.db`.
+    /// Open (or create) the store at `dir/berth.db`, refusing one whose
+    /// pages fail SQLite's quick integrity check.
     pub fn open(dir: &Path) -> anyhow::Result<SqliteStore> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating data directory {}", dir.display()))?;
+        super::files::warn_if_shared(dir);
         let path = dir.join("berth.db");
+        super::files::owner_only(&path)?;
         let conn =
             Connection::open(&path).with_context(|| format!("opening store {}", path.display()))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .and_then(|_| conn.pragma_update(None, "synchronous", "FULL"))
-            .and_then(|_| conn.execute_batch(SCHEMA))
-            .with_context(|| format!("initialising store {}", path.display()))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .and_then(|()| conn.pragma_update(None, "journal_mode", "WAL"))
+            .and_then(|()| conn.pragma_update(None, "synchronous", "FULL"))
+            .map_err(anyhow::Error::from)
+            .and_then(|()| quick_check(&conn))
+            .and_then(|()| Ok(conn.execute_batch(SCHEMA)?))
+            .with_context(|| {
+                format!(
+                    "the store {} is damaged or unreadable: restore it from a backup, or move it aside to start with an empty store",
+                    path.display()
+                )
+            })?;
+        let health = Arc::new(Health::default());
+        let writer_health = health.clone();
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("berth-store-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, &writer_health))
             .context("starting the store writer thread")?;
         Ok(SqliteStore {
             path,
             writer: Mutex::new(Some(tx)),
             readers: Mutex::new(Vec::new()),
             writer_thread: Mutex::new(Some(thread)),
+            health,
         })
+    }
+
+    /// Commit a small write to the `meta` table, to prove the store can
+    /// commit. Its outcome also sets what [`Store::write_failure`] reports.
+    pub fn probe(&self) -> PendingCommit {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.send(WriteOp::Probe { reply });
+        pending(sent, answer)
+    }
+
+    /// Until `stop` resolves, probe the store once a second unless a commit
+    /// succeeded in that second, so `/readyz` turns 503 when the store stops
+    /// taking writes (disk full, file made read-only) even with no traffic,
+    /// and 200 again once it takes them.
+    pub async fn probe_writes(self: Arc<Self>, stop: impl Future<Output = ()>) {
+        const PERIOD: Duration = Duration::from_secs(1);
+        let probing = async {
+            loop {
+                tokio::time::sleep(PERIOD).await;
+                let quiet = now_ms() - self.health.last_ok_ms.load(Ordering::Relaxed)
+                    >= i64::try_from(PERIOD.as_millis()).unwrap_or(i64::MAX);
+                if quiet || self.write_failure().is_some() {
+                    // The outcome is recorded by the writer; a failure is
+                    // logged there too.
+                    let _ = self.probe().await;
+                }
+            }
+        };
+        tokio::select! {
+            () = probing => {}
+            () = stop => {}
+        }
     }
 
     fn send(&self, op: WriteOp) -> Result<(), StoreError> {
@@ -116,10 +206,14 @@ impl SqliteStore {
         let conn = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match conn {
             Some(conn) => conn,
-            None => Connection::open_with_flags(
-                &self.path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?,
+            None => {
+                let conn = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                conn.busy_timeout(BUSY_TIMEOUT)?;
+                conn
+            }
         };
         let result = f(&conn);
         self.readers
@@ -247,6 +341,28 @@ impl Store for SqliteStore {
             .recv()
             .map_err(|_| StoreError("the store writer has stopped".into()))?
     }
+
+    fn write_failure(&self) -> Option<String> {
+        self.health
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// SQLite's quick integrity check: every page of every table and index is
+/// read and its structure checked, so a damaged page stops start-up with a
+/// message instead of failing requests later.
+fn quick_check(conn: &Connection) -> anyhow::Result<()> {
+    let mut stmt = conn.prepare("PRAGMA quick_check(5)")?;
+    let problems = stmt
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if problems.len() == 1 && problems[0] == "ok" {
+        return Ok(());
+    }
+    anyhow::bail!("integrity check failed: {}", problems.join("; "))
 }
 
 const DELIVERY_COLUMNS: &str =
@@ -280,7 +396,7 @@ fn pending(
 
 /// The writer thread: take every queued operation, apply them in one
 /// transaction, fsync once, then acknowledge them all (group commit).
-fn writer_loop(mut conn: Connection, ops: mpsc::Receiver<WriteOp>) {
+fn writer_loop(mut conn: Connection, ops: mpsc::Receiver<WriteOp>, health: &Health) {
     while let Ok(first) = ops.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -289,14 +405,22 @@ fn writer_loop(mut conn: Connection, ops: mpsc::Receiver<WriteOp>) {
                 Err(_) => break,
             }
         }
-        apply_group(&mut conn, group);
+        apply_group(&mut conn, group, health);
     }
 }
 
-fn apply_group(conn: &mut Connection, group: Vec<WriteOp>) {
-    let mut tx = match conn.transaction() {
+fn apply_group(conn: &mut Connection, group: Vec<WriteOp>, health: &Health) {
+    // IMMEDIATE takes the write lock at BEGIN, where SQLite waits on the
+    // busy timeout. A deferred transaction reads first and upgrades to a
+    // write later, and SQLite cannot wait there without risking deadlock:
+    // it fails at once with "database is locked".
+    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
-        Err(e) => return fail_group(group, &StoreError::from(e)),
+        Err(e) => {
+            let e = StoreError::from(e);
+            health.record(Err(&e));
+            return fail_group(group, &e);
+        }
     };
     let mut acks = Vec::new();
     let mut retries = Vec::new();
@@ -337,10 +461,21 @@ fn apply_group(conn: &mut Connection, group: Vec<WriteOp>) {
                 let outcome = retry_dead_letter(&tx, id).map_err(StoreError::from);
                 retries.push((reply, outcome));
             }
+            WriteOp::Probe { reply } => {
+                let outcome = tx
+                    .execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES ('write-probe', ?1)",
+                        params![now_ms().to_string()],
+                    )
+                    .map(|_| Commit::Done)
+                    .map_err(StoreError::from);
+                acks.push((reply, outcome));
+            }
         }
     }
     match tx.commit() {
         Ok(()) => {
+            health.record(Ok(()));
             for (reply, outcome) in acks {
                 let _ = reply.send(outcome);
             }
@@ -350,6 +485,7 @@ fn apply_group(conn: &mut Connection, group: Vec<WriteOp>) {
         }
         Err(e) => {
             let e = StoreError::from(e);
+            health.record(Err(&e));
             tracing::error!(error = %e, "store commit failed");
             for (reply, _) in acks {
                 let _ = reply.send(Err(e.clone()));
@@ -368,7 +504,9 @@ fn fail_group(group: Vec<WriteOp>, e: &StoreError) {
             WriteOp::Increment { reply, .. } => {
                 let _ = reply.send(Err(CounterError::Store(e.clone())));
             }
-            WriteOp::Commit { reply, .. } | WriteOp::FailDelivery { reply, .. } => {
+            WriteOp::Commit { reply, .. }
+            | WriteOp::FailDelivery { reply, .. }
+            | WriteOp::Probe { reply } => {
                 let _ = reply.send(Err(e.clone()));
             }
             WriteOp::RetryDeadLetter { reply, .. } => {
