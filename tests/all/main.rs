@@ -1,6 +1,7 @@
 //! End-to-end tests: each starts the real `berth` binary on port 0 with a
 //! fresh data directory and drives it over HTTP on loopback.
 
+mod api_contract;
 mod badinput;
 mod cache;
 mod cli;
@@ -12,6 +13,7 @@ mod fuzz;
 mod http;
 mod isolation;
 mod limits;
+mod lists;
 mod ops;
 mod orders;
 mod shutdown;

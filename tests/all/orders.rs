@@ -54,7 +54,7 @@ fn list_filters_by_user() {
     assert_eq!(berth.get("/orders?user_id=9").json(), json!([]));
     berth
         .get("/orders?user_id=x")
-        .assert_error(400, "invalid user id `x`");
+        .assert_error(400, "invalid query parameter `user_id=x`");
 }
 
 #[test]

@@ -72,9 +72,13 @@ fn put_replaces_the_name() {
     berth
         .send_json("PUT", "/users/42", r#"{"name":"X"}"#)
         .assert_error(404, "user 42 does not exist");
-    berth
-        .send_json("PUT", "/users/2", r#"{"id": 3, "name":"X"}"#)
-        .assert_error(400, "does not match the path id 2");
+    // The path names the user: a body `id`, equal or not, is refused.
+    for body in [r#"{"id": 3, "name":"X"}"#, r#"{"id": 2, "name":"X"}"#] {
+        berth
+            .send_json("PUT", "/users/2", body)
+            .assert_error(400, "field `id` cannot be changed");
+    }
+    assert_eq!(berth.get("/users/2").json()["name"], "Janet");
 }
 
 #[test]

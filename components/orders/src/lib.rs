@@ -51,8 +51,11 @@ struct Order {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OrderInput {
+    #[serde(default, deserialize_with = "http::present")]
     id: Option<u64>,
+    #[serde(default, deserialize_with = "http::present")]
     user_id: Option<u64>,
+    #[serde(default, deserialize_with = "http::present")]
     status: Option<String>,
 }
 
@@ -309,17 +312,20 @@ fn route(request: &Request) -> Result<Response> {
     }
 }
 
+/// One page of orders, in id order, optionally of one user: `?limit=`
+/// (default 100, at most 1000), `?after=` (the cursor) and `?user_id=`, with
+/// a `Link` to the next page if any. A filtered page looks at a bounded
+/// number of orders, so it may come back short, even empty, with a `Link`.
 fn list(request: &Request) -> Result<Response> {
-    let user_filter = match request.query_param("user_id") {
-        None => None,
-        Some(raw) => Some(http::parse_id("user", raw)?),
-    };
-    let orders: Vec<Order> = ORDERS.all()?;
-    let orders: Vec<&Order> = orders
-        .iter()
-        .filter(|o| user_filter.is_none_or(|uid| o.user_id == uid))
-        .collect();
-    Ok(http::json(200, &orders))
+    let user_filter = request.query_int("user_id", 1..=http::MAX_ID)?;
+    let paging = http::Paging::from_query(request)?;
+    let page = ORDERS.page::<Order>(paging.after, paging.limit, |o| {
+        user_filter.is_none_or(|uid| o.user_id == uid)
+    })?;
+    Ok(http::listing(&page, |after| {
+        let user = user_filter.map_or(String::new(), |uid| format!("&user_id={uid}"));
+        format!("/orders?limit={}&after={after}{user}", paging.limit)
+    }))
 }
 
 /// One read when the order exists, the common case; only a miss checks
@@ -339,13 +345,7 @@ fn create(request: &Request) -> Result<Response> {
     let input: OrderInput = request.json()?;
     let user_id = match input.user_id {
         None => return Err(http::error(400, "missing field `user_id`")),
-        Some(0) => {
-            return Err(http::error(
-                400,
-                "field `user_id` must be a positive integer",
-            ));
-        }
-        Some(uid) => uid,
+        Some(uid) => http::check_id_field("user_id", uid)?,
     };
     let status = input.status()?.unwrap_or(Status::Pending);
     hold_user(user_id)?;
@@ -383,17 +383,14 @@ fn create(request: &Request) -> Result<Response> {
 
 fn patch(id: u64, request: &Request) -> Result<Response> {
     let input: OrderInput = request.json()?;
-    if input.id.is_some_and(|body_id| body_id != id) {
+    if input.id.is_some() {
         return Err(http::error(
             400,
-            &format!("body id does not match the path id {id}"),
+            "field `id` cannot be changed: the path names the order; leave `id` out",
         ));
     }
-    if input.user_id == Some(0) {
-        return Err(http::error(
-            400,
-            "field `user_id` must be a positive integer",
-        ));
+    if let Some(uid) = input.user_id {
+        http::check_id_field("user_id", uid)?;
     }
     let status = input.status()?;
     if status.is_none() && input.user_id.is_none() {

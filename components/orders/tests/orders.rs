@@ -284,3 +284,67 @@ fn reading_one_order_seeds_the_sample_orders_when_none_are_stored() {
     );
     assert_eq!(orders.get("/orders/3").send().unwrap().status, 404);
 }
+
+#[test]
+fn lists_page_and_a_filtered_page_carries_the_filter_in_link() {
+    let orders = orders();
+    for user_id in [2, 1, 2, 2] {
+        let reply = orders
+            .post("/orders")
+            .json(&json!({"user_id": user_id}))
+            .send()
+            .unwrap();
+        assert_eq!(reply.status, 201);
+    }
+    let reply = orders.get("/orders?user_id=2&limit=2").send().unwrap();
+    let ids: Vec<u64> = reply
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![2, 3]);
+    assert_eq!(
+        reply.header("link"),
+        Some("</orders?limit=2&after=3&user_id=2>; rel=\"next\"")
+    );
+    let reply = orders
+        .get("/orders?limit=2&after=3&user_id=2")
+        .send()
+        .unwrap();
+    let ids: Vec<u64> = reply
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![5, 6]);
+    assert_eq!(reply.header("link"), None);
+    let reply = orders.get("/orders?limit=1001").send().unwrap();
+    assert_eq!(reply.status, 400);
+}
+
+#[test]
+fn patch_refuses_an_id_and_null_fields() {
+    let orders = orders();
+    for body in [
+        json!({"id": 1, "status": "completed"}),
+        json!({"status": null, "user_id": 2}),
+        json!({"status": "completed", "user_id": null}),
+    ] {
+        let reply = orders.patch("/orders/1").json(&body).send().unwrap();
+        assert_eq!(reply.status, 400, "{body}");
+    }
+    let reply = orders
+        .post("/orders")
+        .json(&json!({"user_id": 1, "status": null}))
+        .send()
+        .unwrap();
+    assert_eq!(reply.status, 400);
+    assert_eq!(
+        orders.get("/orders/1").send().unwrap().json()["status"],
+        "pending"
+    );
+}

@@ -52,6 +52,52 @@ pub fn method_not_allowed(method: &str, allow: &[&str]) -> Response {
     response
 }
 
+/// The query parameters of a listing: `limit` (1 to [`MAX_LIMIT`], default
+/// [`DEFAULT_LIMIT`]) and the cursor `after` (an id; the page starts past it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Paging {
+    pub limit: usize,
+    pub after: u64,
+}
+
+/// Records per page when the client does not say.
+pub const DEFAULT_LIMIT: u64 = 100;
+/// The most records a client may ask for in one page.
+pub const MAX_LIMIT: u64 = 1000;
+
+impl Paging {
+    /// Read `limit` and `after` from the query, answering 400 when either
+    /// is not an integer in its range.
+    pub fn from_query(request: &Request) -> Result<Paging> {
+        let limit = request
+            .query_int("limit", 1..=MAX_LIMIT)?
+            .unwrap_or(DEFAULT_LIMIT);
+        let after = request.query_int("after", 0..=MAX_ID)?.unwrap_or(0);
+        Ok(Paging {
+            limit: limit as usize,
+            after,
+        })
+    }
+}
+
+/// A 200 listing: the records as a JSON array and, when there is a next
+/// page, `Link: <next>; rel="next"`, where `next` is the path and query to
+/// fetch it (`link` builds it from the cursor).
+pub fn listing<T: Serialize>(
+    page: &crate::store::Page<T>,
+    link: impl Fn(u64) -> String,
+) -> Response {
+    let response = json(200, &page.records);
+    match page.next {
+        Some(after) => with_header(
+            response,
+            "link",
+            &format!("<{}>; rel=\"next\"", link(after)),
+        ),
+        None => response,
+    }
+}
+
 /// Add a header to a response, builder style.
 pub fn with_header(mut response: Response, name: &str, value: &str) -> Response {
     response.headers.push(header(name, value));
@@ -119,15 +165,95 @@ fn is_json(content_type: &str) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// Parse a path segment as a positive 64-bit id, answering 400 otherwise.
+/// The largest id the services accept or assign: 2^63 - 1, the top of the
+/// `int64` range the OpenAPI document declares and of the id counters.
+pub const MAX_ID: u64 = i64::MAX as u64;
+
+/// Parse a path segment as a positive id (at most [`MAX_ID`]), answering 400
+/// otherwise.
 pub fn parse_id(what: &str, raw: &str) -> Result<u64> {
-    match raw.parse::<u64>() {
-        Ok(id) if id > 0 => Ok(id),
+    match parse_digits(raw) {
+        Some(id) if (1..=MAX_ID).contains(&id) => Ok(id),
         _ => Err(error(
             400,
-            &format!("invalid {what} id `{raw}`: expected a positive integer below 2^64"),
+            &format!("invalid {what} id `{raw}`: expected a positive integer below 2^63"),
         )),
     }
+}
+
+/// Check a body field that holds an id: positive and at most [`MAX_ID`].
+pub fn check_id_field(field: &str, id: u64) -> Result<u64> {
+    if (1..=MAX_ID).contains(&id) {
+        Ok(id)
+    } else {
+        Err(error(
+            400,
+            &format!("field `{field}` must be a positive integer below 2^63"),
+        ))
+    }
+}
+
+/// Decimal digits only (no sign, no spaces), as a `u64`.
+fn parse_digits(raw: &str) -> Option<u64> {
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    raw.parse().ok()
+}
+
+/// Percent-decode a query value; `None` if an escape is broken or the
+/// result is not UTF-8. A `+` stays a `+`: it is not a space in a URI.
+fn percent_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+impl Request {
+    /// Query parameter `name` as an integer in `range`, `None` when absent;
+    /// 400 naming the parameter and the range otherwise.
+    pub fn query_int(
+        &self,
+        name: &str,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Option<u64>> {
+        let Some(raw) = self.query_param(name) else {
+            return Ok(None);
+        };
+        match percent_decode(raw).as_deref().and_then(parse_digits) {
+            Some(n) if range.contains(&n) => Ok(Some(n)),
+            _ => Err(error(
+                400,
+                &format!(
+                    "invalid query parameter `{name}={raw}`: expected an integer from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            )),
+        }
+    }
+}
+
+/// For `#[serde(default, deserialize_with = "berth_sdk::http::present")]`:
+/// an optional field may be left out, but not sent as `null`, which is not
+/// a value of its type.
+pub fn present<'de, D, T>(deserializer: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 impl Request {

@@ -11,8 +11,30 @@ use serde::de::DeserializeOwned;
 /// JSON parser represents exactly, far below the counter's `i64` limit.
 pub const MAX_CLIENT_ID: u64 = (1 << 53) - 1;
 
-/// Keys fetched per `scan` call; the host caps pages at 1000.
+/// Keys fetched per `scan` call; the host caps pages at 1000 (and 1 MiB).
 const PAGE: u32 = 500;
+
+/// Most bytes of stored records one listing page returns (one record may be
+/// larger on its own): far below the host's 16 MiB response cap, and small
+/// enough that a page costs the host and the instance little memory.
+pub const PAGE_BYTES: usize = 1024 * 1024;
+
+/// Most records one listing page looks at, kept or not, and most bytes it
+/// reads: a filter that keeps few records costs a bounded amount per page,
+/// and the client follows the cursor for the rest.
+const PAGE_EXAMINED: usize = 5000;
+const PAGE_EXAMINED_BYTES: usize = 8 * 1024 * 1024;
+
+/// One page of a listing.
+#[derive(Debug)]
+pub struct Page<T> {
+    /// The records, in id order.
+    pub records: Vec<T>,
+    /// Where the next page starts (pass it as `after`); `None` on the last
+    /// page. A page may hold fewer records than asked for, even none, and
+    /// still have a next one.
+    pub next: Option<u64>,
+}
 
 /// A named set of JSON records addressed by positive 64-bit ids.
 #[derive(Debug, Clone, Copy)]
@@ -41,21 +63,82 @@ impl Collection {
         }
     }
 
-    /// Every record, in id order.
+    /// Every record, in id order. Its cost grows with the collection: lists
+    /// that clients ask for go through [`Collection::page`].
     pub fn all<T: DeserializeOwned>(&self) -> Result<Vec<T>> {
         let prefix = format!("{}/", self.name);
         let mut records = Vec::new();
         let mut after = None;
         loop {
+            // A page may end early at the host's byte cap; only an empty
+            // one ends the range.
             let page = kv::scan(&prefix, after.as_deref(), PAGE).map_err(store_error)?;
+            let Some(last) = page.last() else {
+                return Ok(records);
+            };
+            after = Some(last.key.clone());
             for entry in &page {
                 records.push(decode(&entry.value)?);
             }
-            if page.len() < PAGE as usize {
-                return Ok(records);
-            }
-            after = page.last().map(|e| e.key.clone());
         }
+    }
+
+    /// Up to `limit` records with ids above `after` that `keep` accepts, in
+    /// id order. The page ends early once its records reach [`PAGE_BYTES`],
+    /// or once it has looked at [`PAGE_EXAMINED`] records, so its cost does
+    /// not grow with the collection.
+    pub fn page<T: DeserializeOwned>(
+        &self,
+        after: u64,
+        limit: usize,
+        keep: impl Fn(&T) -> bool,
+    ) -> Result<Page<T>> {
+        let prefix = format!("{}/", self.name);
+        let mut cursor = self.key(after);
+        let mut records = Vec::new();
+        let (mut bytes, mut examined, mut examined_bytes) = (0, 0, 0);
+        loop {
+            // One entry past what the page still needs tells whether there
+            // is a next page.
+            let want = (limit.saturating_sub(records.len()) + 1).clamp(100, PAGE as usize);
+            let entries =
+                kv::scan(&prefix, Some(cursor.as_str()), want as u32).map_err(store_error)?;
+            if entries.is_empty() {
+                return Ok(Page {
+                    records,
+                    next: None,
+                });
+            }
+            for entry in entries {
+                let size = entry.value.len();
+                let full = records.len() >= limit
+                    || (!records.is_empty() && bytes + size > PAGE_BYTES)
+                    || examined >= PAGE_EXAMINED
+                    || (examined > 0 && examined_bytes + size > PAGE_EXAMINED_BYTES);
+                if full {
+                    return Ok(Page {
+                        records,
+                        next: Some(self.id_of(&cursor)?),
+                    });
+                }
+                examined += 1;
+                examined_bytes += size;
+                let record = decode(&entry.value)?;
+                if keep(&record) {
+                    bytes += size;
+                    records.push(record);
+                }
+                cursor = entry.key;
+            }
+        }
+    }
+
+    /// The id a record key holds.
+    fn id_of(&self, key: &str) -> Result<u64> {
+        key.strip_prefix(self.name)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| http::error(500, &format!("stored key `{key}` holds no id")))
     }
 
     /// Store `record` under `id` unless that id is taken. Returns whether it

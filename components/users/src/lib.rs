@@ -18,6 +18,7 @@ struct User {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UserInput {
+    #[serde(default, deserialize_with = "http::present")]
     id: Option<u64>,
     name: Option<String>,
 }
@@ -68,7 +69,7 @@ fn route(request: &Request) -> Result<Response> {
     let method = request.method.as_str();
     match request.segments().as_slice() {
         ["users"] | ["users", ""] => match method {
-            "GET" => seed().and_then(|()| list()),
+            "GET" => seed().and_then(|()| list(request)),
             "POST" => seed().and_then(|()| create(request)),
             _ => Ok(http::method_not_allowed(method, &["GET", "POST"])),
         },
@@ -88,9 +89,14 @@ fn route(request: &Request) -> Result<Response> {
     }
 }
 
-fn list() -> Result<Response> {
-    let users: Vec<User> = USERS.all()?;
-    Ok(http::json(200, &users))
+/// One page of users, in id order: `?limit=` (default 100, at most 1000)
+/// and `?after=` (the cursor), with a `Link` to the next page if any.
+fn list(request: &Request) -> Result<Response> {
+    let paging = http::Paging::from_query(request)?;
+    let page = USERS.page::<User>(paging.after, paging.limit, |_| true)?;
+    Ok(http::listing(&page, |after| {
+        format!("/users?limit={}&after={after}", paging.limit)
+    }))
 }
 
 /// One read when the user exists, the common case; only a miss checks
@@ -134,10 +140,10 @@ fn create(request: &Request) -> Result<Response> {
 
 fn update(id: u64, request: &Request) -> Result<Response> {
     let input: UserInput = request.json()?;
-    if input.id.is_some_and(|body_id| body_id != id) {
+    if input.id.is_some() {
         return Err(http::error(
             400,
-            &format!("body id does not match the path id {id}"),
+            "field `id` cannot be changed: the path names the user; leave `id` out",
         ));
     }
     let name = input.name()?;

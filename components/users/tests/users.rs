@@ -184,3 +184,109 @@ fn reading_one_user_seeds_on_a_fresh_store_and_a_deleted_sample_stays_deleted() 
     assert_eq!(gone.error(), "user 1 does not exist");
     assert_eq!(users.get("/users/3").send().unwrap().status, 404);
 }
+
+#[test]
+fn lists_page_with_limit_and_a_cursor_in_link() {
+    let users = users();
+    for i in 0..5 {
+        let reply = users
+            .post("/users")
+            .json(&json!({"name": format!("u{i}")}))
+            .send()
+            .unwrap();
+        assert_eq!(reply.status, 201);
+    }
+    let mut seen = Vec::new();
+    let mut next = Some("/users?limit=3".to_string());
+    while let Some(path) = next {
+        let reply = users.get(&path).send().unwrap();
+        assert_eq!(reply.status, 200);
+        seen.extend(
+            reply
+                .json()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u["id"].as_u64().unwrap()),
+        );
+        next = reply.header("link").map(|link| {
+            link.strip_prefix('<')
+                .unwrap()
+                .strip_suffix(">; rel=\"next\"")
+                .unwrap()
+                .to_string()
+        });
+    }
+    assert_eq!(seen, (1..=7).collect::<Vec<_>>());
+    let reply = users.get("/users?limit=3").send().unwrap();
+    assert_eq!(
+        reply.header("link"),
+        Some("</users?limit=3&after=3>; rel=\"next\"")
+    );
+    for bad in ["limit=0", "limit=1001", "limit=two", "after=-3"] {
+        let reply = users.get(&format!("/users?{bad}")).send().unwrap();
+        assert_eq!(reply.status, 400, "{bad}");
+        assert!(
+            reply.error().starts_with("invalid query parameter"),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn a_page_stops_at_a_mebibyte_of_records() {
+    let users = users();
+    let name = "n".repeat(600 * 1024);
+    for _ in 0..3 {
+        let reply = users
+            .post("/users")
+            .json(&json!({"name": name}))
+            .send()
+            .unwrap();
+        assert_eq!(reply.status, 201);
+    }
+    // John, Jane and one big user fill the first page; each next big user
+    // comes alone.
+    let reply = users.get("/users").send().unwrap();
+    let ids: Vec<u64> = reply
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+    assert_eq!(
+        reply.header("link"),
+        Some("</users?limit=100&after=3>; rel=\"next\"")
+    );
+    let reply = users.get("/users?after=3").send().unwrap();
+    assert_eq!(reply.json().as_array().unwrap().len(), 1);
+    assert_eq!(
+        reply.header("link"),
+        Some("</users?limit=100&after=4>; rel=\"next\"")
+    );
+}
+
+#[test]
+fn put_refuses_an_id_and_null_fields() {
+    let users = users();
+    for body in [
+        json!({"id": 1, "name": "X"}),
+        json!({"id": null, "name": "X"}),
+    ] {
+        let reply = users.put("/users/1").json(&body).send().unwrap();
+        assert_eq!(reply.status, 400, "{body}");
+    }
+    let reply = users
+        .post("/users")
+        .json(&json!({"id": null, "name": "X"}))
+        .send()
+        .unwrap();
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply.error().contains("invalid type: null"),
+        "{}",
+        reply.error()
+    );
+}

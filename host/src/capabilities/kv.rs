@@ -6,8 +6,10 @@ use crate::bindings::berth::service::kv::{Entry, Error, Host};
 use crate::invocation::Invocation;
 use crate::metrics::metrics;
 use crate::store::{
-    CounterError, MAX_KEY_LEN, MAX_PAGE, MAX_VALUE_LEN, Store, StoreError, WriteBatch,
+    CounterError, MAX_KEY_LEN, MAX_PAGE, MAX_SCAN_BYTES, MAX_VALUE_LEN, Scan, Store, StoreError,
+    WriteBatch,
 };
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,6 +17,9 @@ use std::time::Instant;
 const MAX_WRITES: usize = 10_000;
 /// Most bytes of values one request may write.
 const MAX_WRITE_BYTES: usize = 16 * 1024 * 1024;
+/// Most bytes of keys and values one request may read (`get`, `scan`,
+/// `list-keys`), so no request can make the host copy the whole store.
+const MAX_READ_BYTES: usize = 32 * 1024 * 1024;
 
 /// One request's transaction over one namespace.
 pub struct KvTxn {
@@ -23,6 +28,8 @@ pub struct KvTxn {
     ns: Arc<str>,
     batch: WriteBatch,
     write_bytes: usize,
+    /// Bytes handed to the component so far, against [`MAX_READ_BYTES`].
+    read_bytes: usize,
 }
 
 impl KvTxn {
@@ -32,6 +39,7 @@ impl KvTxn {
             ns,
             batch: WriteBatch::default(),
             write_bytes: 0,
+            read_bytes: 0,
         }
     }
 
@@ -90,44 +98,118 @@ impl KvTxn {
         Ok(true)
     }
 
+    /// Refuse a read once the request has read its share of the store.
+    fn read_budget(&self) -> Result<usize, Error> {
+        match MAX_READ_BYTES.checked_sub(self.read_bytes) {
+            Some(left) if left > 0 => Ok(left),
+            _ => Err(Error::Invalid(format!(
+                "a request may read at most {MAX_READ_BYTES} bytes from the store; \
+                 page through large ranges over several requests"
+            ))),
+        }
+    }
+
+    /// One page of the range as this request sees it: the committed entries
+    /// with this request's own writes merged over them, at most `limit`
+    /// entries and [`MAX_SCAN_BYTES`] of keys (and values, when `values`),
+    /// though always the first entry if there is one.
     fn page(
-        &self,
+        &mut self,
         prefix: &str,
         after: Option<&str>,
         limit: u32,
+        values: bool,
     ) -> Result<Vec<(String, Vec<u8>)>, Error> {
         let limit = limit.min(MAX_PAGE) as usize;
-        let in_range =
-            |key: &String| key.starts_with(prefix) && after.is_none_or(|a| key.as_str() > a);
-        // Fetch enough committed keys that, after dropping the ones this
-        // request deleted, `limit` remain if the store has them.
-        let deleted = self
-            .batch
-            .writes
-            .iter()
-            .filter(|(k, v)| v.is_none() && in_range(k))
-            .count();
-        let committed = self
-            .store
-            .scan(&self.ns, prefix, after, limit + deleted)
-            .map_err(unavailable)?;
-        let hit_limit = committed.len() == limit + deleted;
-        let last_committed = committed.last().map(|(k, _)| k.clone());
-        let mut merged: std::collections::BTreeMap<String, Vec<u8>> =
-            committed.into_iter().collect();
-        for (key, value) in self.batch.writes.iter().filter(|(k, _)| in_range(k)) {
-            // Past the last committed key of a full page lie keys the store
-            // did not return; leave own writes there for the next page.
-            if hit_limit && last_committed.as_ref().is_some_and(|last| key > last) {
-                continue;
-            }
-            match value {
-                Some(v) => merged.insert(key.clone(), v.clone()),
-                None => merged.remove(key),
+        let budget = self.read_budget()?.min(MAX_SCAN_BYTES);
+        let mut page = Vec::new();
+        let mut bytes = 0usize;
+        let mut cursor = after.map(str::to_owned);
+        while page.len() < limit {
+            // Ask the store for what is still missing; own writes may fill
+            // the page first, and what they leave unused costs one entry.
+            let chunk = self
+                .store
+                .scan(
+                    &self.ns,
+                    &Scan {
+                        prefix,
+                        after: cursor.as_deref(),
+                        limit: limit - page.len(),
+                        max_bytes: budget.saturating_sub(bytes).max(1),
+                        values,
+                    },
+                )
+                .map_err(unavailable)?;
+            // Own writes up to the chunk's last key belong to this stretch;
+            // past it lie committed keys the store has not returned yet,
+            // unless the range is exhausted.
+            let upto = if chunk.more {
+                chunk.entries.last().map(|(k, _)| k.clone())
+            } else {
+                None
             };
+            let own = self.own_writes(prefix, cursor.as_deref(), upto.as_deref());
+            let merged = merge(chunk.entries, own);
+            for (key, value) in merged {
+                let size = key.len() + if values { value.len() } else { 0 };
+                if page.len() == limit || (!page.is_empty() && bytes + size > budget) {
+                    self.read_bytes += bytes;
+                    return Ok(page);
+                }
+                bytes += size;
+                page.push((key, value));
+            }
+            match upto {
+                Some(last) => cursor = Some(last),
+                None => break,
+            }
         }
-        Ok(merged.into_iter().take(limit).collect())
+        self.read_bytes += bytes;
+        Ok(page)
     }
+
+    /// This request's writes to keys in `prefix` after `after` and up to
+    /// `upto` (to the end of the range when `None`), in key order.
+    fn own_writes(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        upto: Option<&str>,
+    ) -> Vec<(String, Option<Vec<u8>>)> {
+        let from = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a),
+            _ => Bound::Included(prefix),
+        };
+        self.batch
+            .writes
+            .range::<str, _>((from, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix) && upto.is_none_or(|u| k.as_str() <= u))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// Merge committed entries with own writes (both in key order): an own
+/// write replaces the committed value, and an own delete hides the key.
+fn merge(
+    committed: Vec<(String, Vec<u8>)>,
+    own: Vec<(String, Option<Vec<u8>>)>,
+) -> Vec<(String, Vec<u8>)> {
+    if own.is_empty() {
+        return committed;
+    }
+    let mut merged = std::collections::BTreeMap::new();
+    for (key, value) in committed {
+        merged.insert(key, Some(value));
+    }
+    for (key, value) in own {
+        merged.insert(key, value);
+    }
+    merged
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
 }
 
 /// Records one operation's kind and latency in the metrics when dropped.
@@ -182,7 +264,10 @@ impl Host for Invocation {
     fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, Error> {
         let _timer = OpTimer::start("get");
         check_key(&key)?;
-        Ok(self.kv.current(&key)?.0)
+        self.kv.read_budget()?;
+        let value = self.kv.current(&key)?.0;
+        self.kv.read_bytes += value.as_ref().map_or(0, Vec::len);
+        Ok(value)
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), Error> {
@@ -217,7 +302,9 @@ impl Host for Invocation {
         limit: u32,
     ) -> Result<Vec<String>, Error> {
         let _timer = OpTimer::start("list_keys");
-        let page = self.kv.page(&prefix, start_after.as_deref(), limit)?;
+        let page = self
+            .kv
+            .page(&prefix, start_after.as_deref(), limit, false)?;
         Ok(page.into_iter().map(|(k, _)| k).collect())
     }
 
@@ -228,7 +315,7 @@ impl Host for Invocation {
         limit: u32,
     ) -> Result<Vec<Entry>, Error> {
         let _timer = OpTimer::start("scan");
-        let page = self.kv.page(&prefix, start_after.as_deref(), limit)?;
+        let page = self.kv.page(&prefix, start_after.as_deref(), limit, true)?;
         Ok(page
             .into_iter()
             .map(|(key, value)| Entry { key, value })

@@ -2,8 +2,8 @@
 //! component unit tests and anything else that must not touch the disk.
 
 use super::{
-    Commit, Delivery, NewEvent, PendingCommit, PendingIncrement, Retry, Store, StoreError,
-    WriteBatch, add_to_counter, now_ms,
+    Commit, Delivery, NewEvent, PendingCommit, PendingIncrement, Retry, Scan, ScanPage, Store,
+    StoreError, WriteBatch, add_to_counter, now_ms,
 };
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -63,22 +63,28 @@ impl Store for MemoryStore {
         Ok(self.data().get(&(ns.to_string(), key.to_string())).cloned())
     }
 
-    fn scan(
-        &self,
-        ns: &str,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let start = (ns.to_string(), prefix.to_string());
-        Ok(self
-            .data()
+    fn scan(&self, ns: &str, scan: &Scan<'_>) -> Result<ScanPage, StoreError> {
+        let start = (ns.to_string(), scan.prefix.to_string());
+        let data = self.data();
+        let range = data
             .range(start..)
-            .take_while(|((n, k), _)| n == ns && k.starts_with(prefix))
-            .filter(|((_, k), _)| after.is_none_or(|a| k.as_str() > a))
-            .take(limit)
-            .map(|((_, k), v)| (k.clone(), v.clone()))
-            .collect())
+            .take_while(|((n, k), _)| n == ns && k.starts_with(scan.prefix))
+            .filter(|((_, k), _)| scan.after.is_none_or(|a| k.as_str() > a));
+        let mut page = ScanPage::default();
+        let mut bytes = 0;
+        for ((_, key), value) in range {
+            let value_len = if scan.values { value.len() } else { 0 };
+            if !page.admit(scan, &mut bytes, key.len() + value_len) {
+                break;
+            }
+            let value = if scan.values {
+                value.clone()
+            } else {
+                Vec::new()
+            };
+            page.entries.push((key.clone(), value));
+        }
+        Ok(page)
     }
 
     fn increment(&self, ns: &str, key: &str, delta: i64) -> PendingIncrement {

@@ -22,6 +22,10 @@ pub const MAX_KEY_LEN: usize = 512;
 pub const MAX_VALUE_LEN: usize = 1024 * 1024;
 /// Most keys one `list-keys` or `scan` call returns.
 pub const MAX_PAGE: u32 = 1000;
+/// Most bytes of keys and values one `scan` or `list-keys` page holds; a
+/// first entry larger than this still comes back alone, so paging always
+/// progresses. It bounds what one call makes the host hold in memory.
+pub const MAX_SCAN_BYTES: usize = 1024 * 1024;
 
 /// A store failure, reported to the component as `unavailable`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +123,32 @@ pub enum Commit {
     Conflict(String),
 }
 
+/// What a range scan asks for: keys starting with `prefix` and sorting after
+/// `after`, in ascending byte order.
+#[derive(Debug, Clone, Copy)]
+pub struct Scan<'a> {
+    pub prefix: &'a str,
+    pub after: Option<&'a str>,
+    /// Most entries to return.
+    pub limit: usize,
+    /// Most bytes of keys (and values, if read) to return. The first entry
+    /// comes back whatever its size; the next one that would take the page
+    /// past this ends it, and its value is not copied out of the store.
+    pub max_bytes: usize,
+    /// Whether to read values; without, each entry's value is empty.
+    pub values: bool,
+}
+
+/// One page of a range scan.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ScanPage {
+    /// Keys in ascending order, each with its value (empty unless asked for).
+    pub entries: Vec<(String, Vec<u8>)>,
+    /// The page ended at its count or byte limit, so the range may go on
+    /// past its last key; `false` means the range is exhausted.
+    pub more: bool,
+}
+
 /// A commit in progress; it resolves once the batch is durable or refused.
 pub type PendingCommit = Pin<Box<dyn Future<Output = Result<Commit, StoreError>> + Send>>;
 
@@ -135,15 +165,9 @@ pub trait Store: Send + Sync + 'static {
     /// The committed value of `key`.
     fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Up to `limit` committed entries with keys starting with `prefix` and
-    /// sorting after `after`, in ascending key order.
-    fn scan(
-        &self,
-        ns: &str,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// One page of committed entries in `scan`'s range, bounded in count
+    /// and bytes.
+    fn scan(&self, ns: &str, scan: &Scan<'_>) -> Result<ScanPage, StoreError>;
 
     /// Add `delta` to the decimal counter under `key`, at once and durably
     /// no later than any batch committed after this call returns.
@@ -178,6 +202,22 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+impl ScanPage {
+    /// Add an entry of `size` bytes unless the page is full; returns whether
+    /// it was added. Both backends fill pages through this, so they agree
+    /// on where a page ends.
+    pub(crate) fn admit(&mut self, scan: &Scan<'_>, bytes: &mut usize, size: usize) -> bool {
+        let full = self.entries.len() >= scan.limit
+            || (!self.entries.is_empty() && bytes.saturating_add(size) > scan.max_bytes);
+        if full {
+            self.more = true;
+            return false;
+        }
+        *bytes += size;
+        true
+    }
 }
 
 /// Apply `delta` to the counter text `current`, as `increment` defines it.

@@ -3,8 +3,8 @@
 //! A commit is acknowledged only after the fsync that made it durable.
 
 use super::{
-    Commit, CounterError, Delivery, PendingCommit, PendingIncrement, Retry, Store, StoreError,
-    WriteBatch, add_to_counter, now_ms,
+    Commit, CounterError, Delivery, PendingCommit, PendingIncrement, Retry, Scan, ScanPage, Store,
+    StoreError, WriteBatch, add_to_counter, now_ms,
 };
 use anyhow::Context as _;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
@@ -252,28 +252,40 @@ impl Store for SqliteStore {
         })
     }
 
-    fn scan(
-        &self,
-        ns: &str,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    fn scan(&self, ns: &str, scan: &Scan<'_>) -> Result<ScanPage, StoreError> {
         // Keys compare as UTF-8 bytes (BINARY collation), and U+10FFFF is the
         // largest character, so the prefix's keys sort below `end`.
-        let end = format!("{prefix}\u{10FFFF}");
-        let after = after.unwrap_or("");
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let end = format!("{}\u{10FFFF}", scan.prefix);
+        let after = scan.after.unwrap_or("");
+        // One row past the limit tells whether the range goes on.
+        let limit = i64::try_from(scan.limit.saturating_add(1)).unwrap_or(i64::MAX);
+        // The row that would overflow the byte budget is refused on its
+        // `length` before its value is copied out; keys-only scans do not
+        // select the values at all.
+        let sql = if scan.values {
+            "SELECT key, length(value), value FROM kv
+             WHERE ns = ?1 AND key >= ?2 AND key < ?3 AND key > ?4
+             ORDER BY key LIMIT ?5"
+        } else {
+            "SELECT key, 0, NULL FROM kv
+             WHERE ns = ?1 AND key >= ?2 AND key < ?3 AND key > ?4
+             ORDER BY key LIMIT ?5"
+        };
         self.with_reader(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT key, value FROM kv
-                 WHERE ns = ?1 AND key >= ?2 AND key < ?3 AND key > ?4
-                 ORDER BY key LIMIT ?5",
-            )?;
-            let rows = stmt.query_map(params![ns, prefix, end, after, limit], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })?;
-            rows.collect()
+            let mut stmt = conn.prepare_cached(sql)?;
+            let mut rows = stmt.query(params![ns, scan.prefix, end, after, limit])?;
+            let mut page = ScanPage::default();
+            let mut bytes = 0;
+            while let Some(row) = rows.next()? {
+                let key: String = row.get(0)?;
+                let value_len = usize::try_from(row.get::<_, i64>(1)?).unwrap_or(usize::MAX);
+                if !page.admit(scan, &mut bytes, key.len().saturating_add(value_len)) {
+                    break;
+                }
+                let value = if scan.values { row.get(2)? } else { Vec::new() };
+                page.entries.push((key, value));
+            }
+            Ok(page)
         })
     }
 

@@ -49,10 +49,53 @@ impl Handler for Misbehave {
                 let _ = kv::set("hammer", b"x");
                 let _ = kv::get("hammer");
             },
+            // Eight values of 300 KB, for the read caps below.
+            "/misbehave/fill" => {
+                for i in 0..8 {
+                    if let Err(e) = kv::set(&format!("blob/{i}"), &vec![b'b'; 300 * 1024]) {
+                        return http::error(500, &format!("{e:?}"));
+                    }
+                }
+                http::json(200, &"filled")
+            }
+            // Scans the blobs over and over, as a greedy listing would, and
+            // reports the largest page and how much it read before the store
+            // said no.
+            "/misbehave/read-everything" => read_everything(),
             // Standing in for a broken users service in cross-service tests.
             users if users.starts_with("/users") => panic!("users is down"),
             _ => http::error(404, "unknown misbehaviour"),
         }
+    }
+}
+
+fn read_everything() -> Response {
+    let (mut total, mut largest_page) = (0usize, 0usize);
+    let mut error = None;
+    'reading: while total < 64 * 1024 * 1024 {
+        let mut after: Option<String> = None;
+        loop {
+            match kv::scan("blob/", after.as_deref(), 1000) {
+                Ok(page) if page.is_empty() => break,
+                Ok(page) => {
+                    let bytes: usize = page.iter().map(|e| e.key.len() + e.value.len()).sum();
+                    total += bytes;
+                    largest_page = largest_page.max(bytes);
+                    after = page.last().map(|e| e.key.clone());
+                }
+                Err(e) => {
+                    error = Some(format!("{e:?}"));
+                    break 'reading;
+                }
+            }
+        }
+    }
+    let error = error.map_or("null".to_string(), |e| format!("{e:?}"));
+    Response {
+        status: 200,
+        headers: Vec::new(),
+        body: format!(r#"{{"read":{total},"largest_page":{largest_page},"error":{error}}}"#)
+            .into_bytes(),
     }
 }
 
