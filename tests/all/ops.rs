@@ -125,7 +125,7 @@ fn json_logs_carry_one_line_per_request() {
     );
     assert_eq!(reply.status, 201);
     assert!(
-        logs.wait_for_line(&["req-json-1"], Duration::from_secs(10)),
+        logs.wait_for_line(&["req-json-1", "\"status\""], Duration::from_secs(10)),
         "{}",
         logs.text()
     );
