@@ -45,6 +45,7 @@ impl From<CallError> for InvokeError {
         match e {
             CallError::Timeout(t) => InvokeError::Timeout(t),
             CallError::Trap(t) => InvokeError::Trap(t),
+            CallError::PoolFull(e) => InvokeError::Busy(e),
         }
     }
 }

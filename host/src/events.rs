@@ -46,13 +46,17 @@ pub async fn run(mesh: Arc<Mesh>, config: DeliveryConfig, shutdown: impl Future<
         let due = match mesh.app.store.due_deliveries(now_ms(), BATCH) {
             Ok(due) => due,
             Err(e) => {
-                tracing::error!(error = %e, "cannot read due deliveries");
+                if let Some(suppressed) = STORE_ERRORS.allow() {
+                    tracing::error!(error = %e, suppressed, "cannot read due deliveries");
+                }
                 Vec::new()
             }
         };
-        let idle = due.is_empty();
+        let mut idle = due.is_empty();
         for delivery in due {
-            deliver(&mesh, &config, delivery).await;
+            // A delivery whose failure could not be recorded is due again at
+            // once: pause rather than spin on a failing store.
+            idle |= !deliver(&mesh, &config, delivery).await;
         }
         if idle {
             tokio::select! {
@@ -63,7 +67,14 @@ pub async fn run(mesh: Arc<Mesh>, config: DeliveryConfig, shutdown: impl Future<
     }
 }
 
-async fn deliver(mesh: &Arc<Mesh>, config: &DeliveryConfig, delivery: Delivery) {
+/// Store errors of the delivery worker, logged at most once per
+/// [`Throttle::EVERY`](crate::logging::Throttle::EVERY): a failing store
+/// fails every delivery.
+static STORE_ERRORS: crate::logging::Throttle = crate::logging::Throttle::new();
+
+/// Deliver one event and record the outcome; false if the store could not
+/// record a failure.
+async fn deliver(mesh: &Arc<Mesh>, config: &DeliveryConfig, delivery: Delivery) -> bool {
     let recipient = delivery.recipient.clone();
     let failure = match mesh.app.component(&recipient) {
         None => Some(format!("no component is named `{recipient}`")),
@@ -74,6 +85,11 @@ async fn deliver(mesh: &Arc<Mesh>, config: &DeliveryConfig, delivery: Delivery) 
             match dispatch::deliver(&component, env, &delivery).await {
                 Ok(Ok(())) => None,
                 Ok(Err(refusal)) => Some(refusal),
+                // A trap's details (the guest's panic message) are logged
+                // nowhere else.
+                Err(dispatch::InvokeError::Trap(trap)) => {
+                    Some(format!("trapped: {}", trap.details))
+                }
                 Err(e) => Some(e.to_string()),
             }
         }
@@ -92,7 +108,7 @@ async fn deliver(mesh: &Arc<Mesh>, config: &DeliveryConfig, delivery: Delivery) 
         .inc();
     let Some(error) = failure else {
         tracing::debug!(component = %recipient, event = %delivery.event_id, "event delivered");
-        return;
+        return true;
     };
     let attempts = delivery.attempts + 1;
     let retry = if attempts >= config.max_attempts {
@@ -112,8 +128,12 @@ async fn deliver(mesh: &Arc<Mesh>, config: &DeliveryConfig, delivery: Delivery) 
         .fail_delivery(delivery.id, &error, retry)
         .await
     {
-        tracing::error!(error = %e, "cannot record a failed delivery");
+        if let Some(suppressed) = STORE_ERRORS.allow() {
+            tracing::error!(error = %e, suppressed, "cannot record a failed delivery");
+        }
+        return false;
     }
+    true
 }
 
 /// `berth dead-letters list`: print the dead letters of the store in `data`.

@@ -138,25 +138,53 @@ pub struct RequestLine<'a> {
     pub status: u16,
     pub duration_us: u64,
     pub request_id: &'a str,
+    /// For a failed request: the level to log it at and what went wrong
+    /// (trap details included), so the failure takes no line of its own.
+    pub failure: Option<(tracing::Level, &'a str)>,
 }
 
-/// Log one request, at INFO with the target `request`.
+impl RequestLine<'_> {
+    fn level(&self) -> tracing::Level {
+        self.failure
+            .map_or(tracing::Level::INFO, |(level, _)| level)
+    }
+}
+
+/// Log one request with the target `request`: at INFO, or at its failure's
+/// level with an `error` field.
 pub fn request(line: &RequestLine<'_>) {
-    if !tracing::enabled!(target: "request", tracing::Level::INFO) {
+    // `enabled!` needs its level as a constant.
+    let enabled = match line.level() {
+        tracing::Level::ERROR => tracing::enabled!(target: "request", tracing::Level::ERROR),
+        tracing::Level::WARN => tracing::enabled!(target: "request", tracing::Level::WARN),
+        _ => tracing::enabled!(target: "request", tracing::Level::INFO),
+    };
+    if !enabled {
         return;
     }
     let Some((out, format)) = REQUEST_LOG.get() else {
         // A library user with its own subscriber: go through tracing.
-        tracing::info!(
-            target: "request",
-            method = line.method,
-            path = line.path,
-            component = line.component.unwrap_or("-"),
-            status = line.status,
-            duration_us = line.duration_us,
-            request_id = line.request_id,
-            "request"
-        );
+        let error = line.failure.map(|(_, message)| message);
+        macro_rules! log_at {
+            ($macro:ident) => {
+                tracing::$macro!(
+                    target: "request",
+                    method = line.method,
+                    path = line.path,
+                    component = line.component.unwrap_or("-"),
+                    status = line.status,
+                    duration_us = line.duration_us,
+                    request_id = line.request_id,
+                    error,
+                    "request"
+                )
+            };
+        }
+        match line.level() {
+            tracing::Level::ERROR => log_at!(error),
+            tracing::Level::WARN => log_at!(warn),
+            _ => log_at!(info),
+        }
         return;
     };
     let mut text = String::with_capacity(192);
@@ -171,9 +199,10 @@ fn write_text(out: &mut String, line: &RequestLine<'_>, now: SystemTime) {
     use std::fmt::Write as _;
     write_rfc3339(out, now, true);
     // Writing to a String cannot fail.
-    let _ = writeln!(
+    let _ = write!(
         out,
-        "  INFO request: request method={} path={} component={} status={} duration_us={} request_id={}",
+        " {:>5} request: request method={} path={} component={} status={} duration_us={} request_id={}",
+        line.level().as_str(),
         line.method,
         line.path,
         line.component.unwrap_or("-"),
@@ -181,13 +210,23 @@ fn write_text(out: &mut String, line: &RequestLine<'_>, now: SystemTime) {
         line.duration_us,
         line.request_id,
     );
+    // Quoted and escaped, as tracing writes a `?` field: trap details span
+    // several lines, and the log keeps one line per request.
+    if let Some((_, error)) = line.failure {
+        let _ = write!(out, " error={error:?}");
+    }
+    out.push('\n');
 }
 
 fn write_json(out: &mut String, line: &RequestLine<'_>, now: SystemTime) {
     use std::fmt::Write as _;
     out.push_str("{\"timestamp\":\"");
     write_rfc3339(out, now, true);
-    out.push_str("\",\"level\":\"INFO\",\"message\":\"request\",\"method\":");
+    let _ = write!(
+        out,
+        "\",\"level\":\"{}\",\"message\":\"request\",\"method\":",
+        line.level().as_str()
+    );
     json_string(out, line.method);
     out.push_str(",\"path\":");
     json_string(out, line.path);
@@ -199,7 +238,59 @@ fn write_json(out: &mut String, line: &RequestLine<'_>, now: SystemTime) {
         line.status, line.duration_us
     );
     json_string(out, line.request_id);
+    if let Some((_, error)) = line.failure {
+        out.push_str(",\"error\":");
+        json_string(out, error);
+    }
     out.push_str(",\"target\":\"request\"}\n");
+}
+
+/// Logs an error that may repeat for every request (a full disk fails every
+/// commit) at most once per [`Throttle::EVERY`], saying how many were not
+/// logged since, so a persistent failure cannot flood the log.
+pub struct Throttle {
+    state: Mutex<ThrottleState>,
+}
+
+struct ThrottleState {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    /// At most one line per this interval.
+    pub const EVERY: Duration = Duration::from_secs(10);
+
+    pub const fn new() -> Throttle {
+        Throttle {
+            state: Mutex::new(ThrottleState {
+                last: None,
+                suppressed: 0,
+            }),
+        }
+    }
+
+    /// `Some(n)` if a line may be written now, `n` being how many were
+    /// suppressed since the last one; `None` if this one should be dropped.
+    pub fn allow(&self) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        if state
+            .last
+            .is_some_and(|last| now.duration_since(last) < Self::EVERY)
+        {
+            state.suppressed += 1;
+            return None;
+        }
+        state.last = Some(now);
+        Some(std::mem::take(&mut state.suppressed))
+    }
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle::new()
+    }
 }
 
 /// `s` as a JSON string literal.
@@ -287,6 +378,7 @@ mod tests {
             status: 201,
             duration_us: 1234,
             request_id: "id-\u{1}",
+            failure: None,
         }
     }
 
@@ -317,5 +409,35 @@ mod tests {
         assert_eq!(v["status"], 201);
         assert_eq!(v["duration_us"], 1234);
         assert_eq!(v["request_id"], "id-\u{1}");
+    }
+
+    #[test]
+    fn a_failed_request_is_one_line_at_its_level_with_the_details() {
+        let mut failed = line();
+        failed.failure = Some((tracing::Level::ERROR, "component trapped: boom\nbacktrace"));
+        let mut s = String::new();
+        write_text(&mut s, &failed, at(0, 0));
+        assert_eq!(s.lines().count(), 1, "{s}");
+        assert!(s.starts_with("1970-01-01T00:00:00.000000Z ERROR request: request "));
+        assert!(
+            s.ends_with(" error=\"component trapped: boom\\nbacktrace\"\n"),
+            "{s}"
+        );
+        s.clear();
+        write_json(&mut s, &failed, at(0, 0));
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["level"], "ERROR");
+        assert_eq!(v["error"], "component trapped: boom\nbacktrace");
+    }
+
+    #[test]
+    fn a_throttle_lets_one_through_then_counts_the_rest() {
+        let throttle = Throttle::new();
+        assert_eq!(throttle.allow(), Some(0));
+        for _ in 0..5 {
+            assert_eq!(throttle.allow(), None);
+        }
+        throttle.state.lock().unwrap().last = Some(std::time::Instant::now() - Throttle::EVERY);
+        assert_eq!(throttle.allow(), Some(5));
     }
 }

@@ -80,43 +80,48 @@ struct ServeArgs {
     #[arg(long)]
     manifest: Option<PathBuf>,
     /// Most open connections at once.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = usize_in(1..=1_000_000))]
     max_connections: usize,
-    /// Most requests handled at once; beyond it requests get 503 with Retry-After.
-    #[arg(long, default_value_t = 256)]
+    /// Most requests handled at once; beyond it requests get 503 with
+    /// Retry-After. The instance pool is sized from it and --max-call-depth.
+    #[arg(long, default_value_t = 256, value_parser = usize_in(1..=100_000))]
     max_in_flight: usize,
     /// Largest request body in bytes; larger requests get 413.
-    #[arg(long, default_value_t = 1024 * 1024)]
+    #[arg(long, default_value_t = 1024 * 1024, value_parser = usize_in(0..=GIB))]
     max_body_bytes: usize,
     /// Largest response body a component may return, in bytes; a larger
     /// one becomes a 500 and is not sent.
-    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    #[arg(long, default_value_t = 16 * 1024 * 1024, value_parser = usize_in(1..=GIB))]
     max_response_bytes: usize,
     /// Seconds a client has to send a request's headers before the
     /// connection is closed, so slow clients cannot hold connections.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=HOUR))]
     header_timeout_secs: u64,
     /// Largest request line plus headers in bytes; larger requests get 431.
-    #[arg(long, default_value_t = 32 * 1024)]
+    #[arg(long, default_value_t = 32 * 1024, value_parser = usize_in(1024..=1024 * 1024))]
     max_header_bytes: usize,
     /// Seconds to let in-flight requests finish after SIGTERM or Ctrl-C.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=HOUR))]
     drain_timeout_secs: u64,
     /// Seconds to keep serving after SIGTERM with /readyz answering 503, so
     /// a load balancer stops sending traffic before the drain begins.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=HOUR))]
     shutdown_delay_secs: u64,
     /// Deepest chain of cross-service calls; a deeper call fails with `too-deep`.
-    #[arg(long, default_value_t = berth::mesh::DEFAULT_MAX_CALL_DEPTH)]
+    #[arg(
+        long,
+        default_value_t = berth::mesh::DEFAULT_MAX_CALL_DEPTH,
+        value_parser = clap::value_parser!(u32).range(0..=64)
+    )]
     max_call_depth: u32,
     /// Delivery attempts before an event goes to the dead-letter list.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     event_max_attempts: u32,
     /// Milliseconds before the second delivery attempt; doubled for each later one.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=HOUR * 1000))]
     event_backoff_ms: u64,
     /// Milliseconds between looks for due deliveries when the queue is idle.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     event_poll_ms: u64,
     /// Watch each component's wasm file and hot-swap a new build in once it
     /// has settled. A file that fails to compile or is not a `service`
@@ -139,8 +144,29 @@ struct ServeArgs {
     #[arg(long, requires = "admin")]
     admin_allow_remote: bool,
     /// Largest wasm the admin API accepts, in bytes; larger uploads get 413.
-    #[arg(long, default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
+    /// --watch reads no larger file either.
+    #[arg(
+        long,
+        default_value_t = 64 * 1024 * 1024,
+        value_name = "BYTES",
+        value_parser = usize_in(1..=GIB)
+    )]
     admin_max_wasm_bytes: usize,
+}
+
+// Every numeric flag of `serve` has a range, checked by clap while parsing:
+// a value outside it is refused with a message naming the flag and the
+// range (exit code 2), never clamped. `usize` flags use `usize_in(..)`,
+// the others `clap::value_parser!(u64).range(..)` (or `u32`).
+
+/// A gibibyte, the ceiling of the byte-size flags.
+const GIB: u64 = 1024 * 1024 * 1024;
+/// An hour in seconds, the ceiling of the time flags.
+const HOUR: u64 = 3600;
+
+/// The parser of a `usize` flag, refusing values outside `range`.
+fn usize_in(range: std::ops::RangeInclusive<u64>) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(range)
 }
 
 /// The environment variable that holds the admin token.
@@ -194,18 +220,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let admin_config = admin_config(&args)?;
     let delivery = DeliveryConfig {
-        max_attempts: args.event_max_attempts.max(1),
+        max_attempts: args.event_max_attempts,
         backoff: Duration::from_millis(args.event_backoff_ms),
-        poll: Duration::from_millis(args.event_poll_ms.max(1)),
+        poll: Duration::from_millis(args.event_poll_ms),
         ..DeliveryConfig::default()
     };
     let config = ServerConfig {
-        max_connections: args.max_connections.max(1),
-        max_in_flight: args.max_in_flight.max(1),
+        max_connections: args.max_connections,
+        max_in_flight: args.max_in_flight,
         max_body_bytes: args.max_body_bytes,
-        max_header_bytes: args.max_header_bytes.max(1024),
-        max_response_bytes: args.max_response_bytes.max(1),
-        header_read_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
+        max_header_bytes: args.max_header_bytes,
+        max_response_bytes: args.max_response_bytes,
+        header_read_timeout: Duration::from_secs(args.header_timeout_secs),
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
         shutdown_delay: Duration::from_secs(args.shutdown_delay_secs),
     };
@@ -213,7 +239,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(async {
+    let served = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
             format!(
                 "cannot listen on {}: is another server using it? Pick another address with --listen, or port 0 for any free port",
@@ -271,9 +297,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
             _ => None,
         };
-        let watcher = args
-            .watch
-            .then(|| tokio::spawn(watch::watch(app.clone(), stopped(stop_rx.clone()))));
+        let watcher = args.watch.then(|| {
+            tokio::spawn(watch::watch(
+                app.clone(),
+                args.admin_max_wasm_bytes,
+                stopped(stop_rx.clone()),
+            ))
+        });
         let probe = tokio::spawn(store.clone().probe_writes(stopped(stop_rx.clone())));
         let deliveries = tokio::spawn(events::run(mesh, delivery, stopped(stop_rx)));
         let served = server.await.context("the HTTP server panicked")?;
@@ -288,7 +318,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         store.close();
         drop(lock);
         served
-    })?;
+    });
+    // Everything that matters has finished and the store is closed; a
+    // blocking task that is still stuck (a read of a hung mount, say) must
+    // not keep the process from exiting.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    served?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -317,7 +352,7 @@ async fn start_up(
         .max()
         .unwrap_or(0);
     let engine_config = EngineConfig {
-        max_instances: u32::try_from(args.max_in_flight).unwrap_or(u32::MAX).max(1),
+        max_instances: berth::runtime::pool_instances(args.max_in_flight, args.max_call_depth),
         max_memory_bytes: max_memory,
         cache_dir: Some(args.data.join("compiled")),
     };

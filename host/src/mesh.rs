@@ -8,6 +8,7 @@ use crate::bindings::{Header, Request, Response};
 use crate::capabilities::services::{Caller, Services};
 use crate::dispatch::{self, InvokeError};
 use crate::manifest::Manifest;
+use crate::metrics::{CallLabels, metrics};
 use crate::runtime::CallEnv;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -48,9 +49,15 @@ impl Mesh {
                 .map(|(name, spec)| (name.clone(), pick(spec).iter().cloned().collect()))
                 .collect()
         };
+        let calls: HashMap<String, HashSet<String>> = grant(|spec| &spec.calls);
+        for (caller, callees) in &calls {
+            for callee in callees {
+                metrics().call_granted(caller, callee);
+            }
+        }
         Arc::new(Mesh {
             app,
-            calls: grant(|spec| &spec.calls),
+            calls,
             publishes: grant(|spec| &spec.publishes),
             subscribers,
             max_depth,
@@ -81,58 +88,14 @@ impl Services for Mesh {
         self: Arc<Self>,
         caller: Caller,
         service: String,
-        mut request: Request,
+        request: Request,
     ) -> Pin<Box<dyn Future<Output = Result<Response, CallError>> + Send>> {
         Box::pin(async move {
-            if !self.may_call(&caller.component, &service) {
-                return Err(CallError::NotAllowed(format!(
-                    "component `{}` may not call `{service}`; add it to `calls` in the manifest",
-                    caller.component
-                )));
-            }
-            let Some(callee) = self.app.component(&service) else {
-                return Err(CallError::UnknownService(format!(
-                    "no component is named `{service}`"
-                )));
-            };
-            if caller.depth + 1 > self.max_depth {
-                return Err(CallError::TooDeep(format!(
-                    "calling `{service}` from `{}` would nest {} calls; the limit is {}",
-                    caller.component,
-                    caller.depth + 1,
-                    self.max_depth
-                )));
-            }
-            if Instant::now() >= caller.deadline {
-                return Err(CallError::Timeout(format!(
-                    "no time left to call `{service}`"
-                )));
-            }
-            request
-                .headers
-                .retain(|h| h.name != "x-request-id" && h.name != "x-berth-caller");
-            request.headers.push(Header {
-                name: "x-request-id".into(),
-                value: caller.request_id.to_string(),
-            });
-            request.headers.push(Header {
-                name: "x-berth-caller".into(),
-                value: caller.component.to_string(),
-            });
-            let env = CallEnv {
-                depth: caller.depth + 1,
-                deadline: caller.deadline,
-                ..self.env(caller.request_id.clone(), caller.deadline)
-            };
-            dispatch::invoke(&callee, env, &request)
-                .await
-                .map_err(|e| match e {
-                    InvokeError::Timeout(_) => CallError::Timeout(format!("`{service}` {e}")),
-                    InvokeError::Trap(_) => CallError::Failed(format!("`{service}` {e}")),
-                    InvokeError::Store(_) | InvokeError::Contention(_) | InvokeError::Busy(_) => {
-                        CallError::Unavailable(format!("`{service}` {e}"))
-                    }
-                })
+            let started = Instant::now();
+            let path = request.path.clone();
+            let result = self.run_call(&caller, &service, request).await;
+            record_call(&self, &caller, &service, &path, &result, started);
+            result.map_err(|(e, _)| e)
         })
     }
 
@@ -144,5 +107,172 @@ impl Services for Mesh {
 
     fn subscribers(&self, topic: &str) -> Vec<String> {
         self.subscribers.get(topic).cloned().unwrap_or_default()
+    }
+}
+
+/// Count one call and log one line about it, with the request's id so the
+/// call can be found from the request's line and the other way round.
+fn record_call(
+    mesh: &Mesh,
+    caller: &Caller,
+    service: &str,
+    path: &str,
+    result: &Result<Response, (CallError, String)>,
+    started: Instant,
+) {
+    let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let (outcome, detail) = match result {
+        Ok(_) => ("ok", None),
+        Err((e, detail)) => (
+            match e {
+                CallError::NotAllowed(_) => "not_allowed",
+                CallError::UnknownService(_) => "unknown",
+                CallError::TooDeep(_) => "too_deep",
+                CallError::Timeout(_) => "timeout",
+                CallError::Failed(_) => "failed",
+                CallError::Unavailable(_) => "unavailable",
+            },
+            Some(detail.as_str()),
+        ),
+    };
+    // The callee is named by the guest: only a loaded component's name
+    // becomes a label, so the series stay bounded.
+    let callee = if mesh.app.component(service).is_some() {
+        service
+    } else {
+        "other"
+    };
+    metrics()
+        .calls
+        .get_or_create(&CallLabels {
+            caller: caller.component.to_string(),
+            callee: callee.to_string(),
+            outcome,
+        })
+        .inc();
+    let caller_name = &*caller.component;
+    let request_id = &*caller.request_id;
+    match (result, detail) {
+        (Ok(response), _) => tracing::info!(
+            target: "call",
+            caller = caller_name,
+            callee = service,
+            path,
+            outcome,
+            status = response.status,
+            duration_us,
+            request_id,
+            "call"
+        ),
+        (Err(_), detail) => tracing::warn!(
+            target: "call",
+            caller = caller_name,
+            callee = service,
+            path,
+            outcome,
+            duration_us,
+            request_id,
+            error = detail,
+            "call"
+        ),
+    }
+}
+
+impl Mesh {
+    /// Check a call against the grants, depth and deadline, then run it.
+    /// An error comes with what the call's log line should say: the same
+    /// message, or for a trap its details, which the caller is not shown.
+    async fn run_call(
+        self: &Arc<Self>,
+        caller: &Caller,
+        service: &str,
+        request: Request,
+    ) -> Result<Response, (CallError, String)> {
+        let checked = self.check_call(caller, service);
+        let callee = checked.map_err(|e| {
+            let detail = call_error_message(&e).to_string();
+            (e, detail)
+        })?;
+        let request = with_call_headers(request, caller);
+        let env = CallEnv {
+            depth: caller.depth + 1,
+            deadline: caller.deadline,
+            ..self.env(caller.request_id.clone(), caller.deadline)
+        };
+        dispatch::invoke(&callee, env, &request).await.map_err(|e| {
+            let detail = match &e {
+                InvokeError::Trap(trap) => format!("`{service}` trapped: {}", trap.details),
+                _ => format!("`{service}` {e}"),
+            };
+            let e = match e {
+                InvokeError::Timeout(_) => CallError::Timeout(format!("`{service}` {e}")),
+                InvokeError::Trap(_) => CallError::Failed(format!("`{service}` {e}")),
+                InvokeError::Store(_) | InvokeError::Contention(_) | InvokeError::Busy(_) => {
+                    CallError::Unavailable(format!("`{service}` {e}"))
+                }
+            };
+            (e, detail)
+        })
+    }
+
+    /// The callee, if `caller` may call `service` now.
+    fn check_call(
+        &self,
+        caller: &Caller,
+        service: &str,
+    ) -> Result<Arc<crate::runtime::LoadedComponent>, CallError> {
+        if !self.may_call(&caller.component, service) {
+            return Err(CallError::NotAllowed(format!(
+                "component `{}` may not call `{service}`; add it to `calls` in the manifest",
+                caller.component
+            )));
+        }
+        let Some(callee) = self.app.component(service) else {
+            return Err(CallError::UnknownService(format!(
+                "no component is named `{service}`"
+            )));
+        };
+        if caller.depth + 1 > self.max_depth {
+            return Err(CallError::TooDeep(format!(
+                "calling `{service}` from `{}` would nest {} calls; the limit is {}",
+                caller.component,
+                caller.depth + 1,
+                self.max_depth
+            )));
+        }
+        if Instant::now() >= caller.deadline {
+            return Err(CallError::Timeout(format!(
+                "no time left to call `{service}`"
+            )));
+        }
+        Ok(callee)
+    }
+}
+
+/// `request` carrying the request id and the caller's name, whatever the
+/// caller set itself.
+fn with_call_headers(mut request: Request, caller: &Caller) -> Request {
+    request
+        .headers
+        .retain(|h| h.name != "x-request-id" && h.name != "x-berth-caller");
+    request.headers.push(Header {
+        name: "x-request-id".into(),
+        value: caller.request_id.to_string(),
+    });
+    request.headers.push(Header {
+        name: "x-berth-caller".into(),
+        value: caller.component.to_string(),
+    });
+    request
+}
+
+fn call_error_message(e: &CallError) -> &str {
+    match e {
+        CallError::NotAllowed(m)
+        | CallError::UnknownService(m)
+        | CallError::TooDeep(m)
+        | CallError::Timeout(m)
+        | CallError::Failed(m)
+        | CallError::Unavailable(m) => m,
     }
 }

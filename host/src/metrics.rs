@@ -14,8 +14,28 @@ use std::time::Duration;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub component: String,
-    pub method: String,
+    /// One of the standard methods or `other`: see [`method_label`].
+    pub method: &'static str,
     pub status: u16,
+}
+
+/// The `method` label of a request. A client may send any token as its
+/// method, and a label per token would grow `/metrics` (and the host's
+/// memory) without bound, so everything outside the standard set counts as
+/// `other`.
+pub fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "TRACE" => "TRACE",
+        "CONNECT" => "CONNECT",
+        _ => "other",
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -34,6 +54,22 @@ pub struct DeliveryLabels {
     pub outcome: &'static str,
 }
 
+/// The outcomes a delivery attempt is counted under.
+pub const DELIVERY_OUTCOMES: [&str; 3] = ["delivered", "retried", "dead_lettered"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub caller: String,
+    /// A loaded component's name, or `other` for a name that is none:
+    /// a guest chooses what it asks for, so that name is not a label.
+    pub callee: String,
+    pub outcome: &'static str,
+}
+
+/// The outcomes of a cross-component call that can happen when the call is
+/// granted and the callee exists; created at zero for every granted pair.
+pub const GRANTED_CALL_OUTCOMES: [&str; 5] = ["ok", "failed", "timeout", "unavailable", "too_deep"];
+
 /// Every metric the host keeps.
 pub struct Metrics {
     registry: Registry,
@@ -48,6 +84,8 @@ pub struct Metrics {
     pub kv_ops: Family<KvLabels, Counter>,
     pub kv_seconds: Family<KvLabels, Histogram>,
     pub deliveries: Family<DeliveryLabels, Counter>,
+    pub calls: Family<CallLabels, Counter>,
+    pub pool_full: Family<ComponentLabels, Counter>,
 }
 
 /// Latency buckets from 10 µs to about 20 s.
@@ -80,6 +118,8 @@ impl Metrics {
             kv_ops: Family::default(),
             kv_seconds,
             deliveries: Family::default(),
+            calls: Family::default(),
+            pool_full: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -137,6 +177,16 @@ impl Metrics {
             "Event delivery attempts by subscriber and outcome",
             metrics.deliveries.clone(),
         );
+        registry.register(
+            "calls",
+            "Calls from one component to another, by caller, callee and outcome",
+            metrics.calls.clone(),
+        );
+        registry.register(
+            "instance_pool_full",
+            "Calls refused with 503 because the instance pool had no free slot, by component",
+            metrics.pool_full.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -150,6 +200,41 @@ impl Metrics {
         self.kv_seconds
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
+    }
+
+    /// Create the series of a loaded component at zero, so dashboards and
+    /// alerts see them (and a rate over them works) before the first event.
+    /// (`get_or_create` creates; the guard it returns is dropped at once.)
+    pub fn component_loaded(&self, name: &str) {
+        let labels = Metrics::component(name);
+        for family in [
+            &self.traps,
+            &self.timeouts,
+            &self.swaps,
+            &self.swaps_rejected,
+            &self.pool_full,
+        ] {
+            drop(family.get_or_create(&labels));
+        }
+        drop(self.request_seconds.get_or_create(&labels));
+        drop(self.instantiate_seconds.get_or_create(&labels));
+        for outcome in DELIVERY_OUTCOMES {
+            drop(self.deliveries.get_or_create(&DeliveryLabels {
+                component: name.to_string(),
+                outcome,
+            }));
+        }
+    }
+
+    /// Create the call series of a granted `caller` to `callee` at zero.
+    pub fn call_granted(&self, caller: &str, callee: &str) {
+        for outcome in GRANTED_CALL_OUTCOMES {
+            drop(self.calls.get_or_create(&CallLabels {
+                caller: caller.to_string(),
+                callee: callee.to_string(),
+                outcome,
+            }));
+        }
     }
 
     /// The labels of one component.
@@ -172,4 +257,21 @@ impl Metrics {
 pub fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(Metrics::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_outside_the_standard_set_share_one_label() {
+        for method in [
+            "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+        ] {
+            assert_eq!(method_label(method), method);
+        }
+        for method in ["get", "PROPFIND", "X1", ""] {
+            assert_eq!(method_label(method), "other");
+        }
+    }
 }

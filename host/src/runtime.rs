@@ -19,8 +19,8 @@ use wasmtime::component::{Instance, InstancePre, Linker};
 
 pub use wasmtime::component::Component;
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
-    UpdateDeadline,
+    Config, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError, PoolingAllocationConfig,
+    Store, Trap, UpdateDeadline,
 };
 
 pub use crate::invocation::CallEnv;
@@ -31,7 +31,8 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 /// Engine-wide settings, fixed for the life of the process.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Instances that may exist at once; a request beyond this gets 503.
+    /// Component instances that may exist at once (see [`pool_instances`]);
+    /// a call beyond this gets 503.
     pub max_instances: u32,
     /// The largest linear memory any component may be given.
     pub max_memory_bytes: usize,
@@ -48,6 +49,40 @@ impl Default for EngineConfig {
             cache_dir: None,
         }
     }
+}
+
+/// Core instances the pool keeps per component instance. A Rust guest has
+/// a handful (the guest plus small shims); an interpreter built as a
+/// component (componentize-py's Python, say) links many more modules.
+const CORE_INSTANCES_PER_INSTANCE: u32 = 20;
+/// Linear memories and tables per component instance, on the same reasoning.
+const MEMORIES_PER_INSTANCE: u32 = 4;
+const TABLES_PER_INSTANCE: u32 = 10;
+/// Most component instances the pool is sized for, whatever the flags ask:
+/// each has a fiber stack, and each stack two memory mappings (the stack
+/// and its guard), which must stay well inside the kernel's default limit
+/// of 65,530 mappings per process.
+const MAX_POOL_INSTANCES: u32 = 8 * 1024;
+/// Most linear memories in the pool. Each slot reserves about 4 GiB of
+/// address space (so that bounds checks can be elided) plus a guard, so this
+/// reserves about 32 TiB of the 128 TiB a 64-bit Linux process may map;
+/// reserved address space costs no memory until a slot is used.
+const MAX_POOL_MEMORIES: u32 = 8 * 1024;
+
+/// The component instances the pool needs for `max_in_flight` requests
+/// whose call chains go `max_call_depth` deep, plus the event worker's one
+/// delivery at a time with its own chain: each call on a chain holds an
+/// instance while the calls below it run. Capped at [`MAX_POOL_INSTANCES`];
+/// past the pool, calls get 503, never a trap.
+pub fn pool_instances(max_in_flight: usize, max_call_depth: u32) -> u32 {
+    let chains = u64::try_from(max_in_flight)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    let per_chain = u64::from(max_call_depth) + 1;
+    let total = chains.saturating_mul(per_chain);
+    u32::try_from(total)
+        .unwrap_or(u32::MAX)
+        .clamp(1, MAX_POOL_INSTANCES)
 }
 
 /// Per-component limits applied to each call. Clones share one
@@ -86,13 +121,14 @@ pub struct Runtime {
 impl Runtime {
     pub fn new(config: &EngineConfig) -> anyhow::Result<Runtime> {
         let mut pool = PoolingAllocationConfig::new();
-        let n = config.max_instances;
-        // A component instance holds a few core instances (the guest plus
-        // small shims), each with at most one memory and table.
+        let n = config.max_instances.clamp(1, MAX_POOL_INSTANCES);
         pool.total_component_instances(n)
-            .total_core_instances(n * 8)
-            .total_memories(n * 2)
-            .total_tables(n * 4)
+            .total_core_instances(n * CORE_INSTANCES_PER_INSTANCE)
+            .total_memories((n * MEMORIES_PER_INSTANCE).min(MAX_POOL_MEMORIES))
+            .total_tables(n * TABLES_PER_INSTANCE)
+            // Every call runs on a fiber stack of its own, held while the
+            // calls it makes run.
+            .total_stacks(n)
             .max_memory_size(config.max_memory_bytes)
             // Keep the first pages of each slot mapped and reset them in
             // place; pagemap scanning finds the dirty ones so a reused slot
@@ -190,6 +226,7 @@ impl Runtime {
                 format!("component `{name}` does not export `berth:service/handler` as the `service` world defines it")
             })?;
         let subscriber = subscriber::GuestIndices::new(&pre).ok();
+        metrics().component_loaded(name);
         let instantiate_seconds = metrics()
             .instantiate_seconds
             .get_or_create(&Metrics::component(name))
@@ -228,6 +265,9 @@ pub enum CallError {
     /// The guest trapped (a panic, an out-of-bounds access, a failed grow...),
     /// or could not be instantiated.
     Trap(TrapInfo),
+    /// The instance pool had no free slot: the host is at capacity, and the
+    /// call may succeed if tried again (503 with Retry-After, not a trap).
+    PoolFull(String),
 }
 
 /// What is known about a trap.
@@ -338,8 +378,13 @@ impl LoadedComponent {
         store: Store<Invocation>,
     ) -> Result<(R, WriteBatch), CallError> {
         let printed = store.data().printed();
-        if !printed.is_empty() {
-            tracing::warn!(target: "component", component = &*self.name, "stderr: {printed}");
+        let trapped =
+            matches!(&outcome, Err(e) if e.downcast_ref::<Trap>() != Some(&Trap::Interrupt));
+        // A trap's output goes into its details, logged with the request;
+        // only output of a call that did not trap gets a line of its own.
+        if !printed.is_empty() && !trapped {
+            let request_id = &*store.data().env.request_id;
+            tracing::warn!(target: "component", component = &*self.name, request_id, "stderr: {printed}");
         }
         match outcome {
             Ok(value) => Ok((value, store.into_data().into_batch())),
@@ -349,6 +394,16 @@ impl LoadedComponent {
                     .get_or_create(&Metrics::component(&self.name))
                     .inc();
                 Err(CallError::Timeout(self.limits.timeout))
+            }
+            Err(e) if e.is::<PoolConcurrencyLimitError>() => {
+                metrics()
+                    .pool_full
+                    .get_or_create(&Metrics::component(&self.name))
+                    .inc();
+                Err(CallError::PoolFull(format!(
+                    "the host has no free instance to run component `{}` ({e})",
+                    self.name
+                )))
             }
             Err(e) => Err(CallError::Trap({
                 metrics()

@@ -139,7 +139,9 @@ struct Front {
     draining: AtomicBool,
 }
 
-/// Answer one request, then count it and log one line about it.
+/// Answer one request, then count it and log one line about it. A failed
+/// request's details ride on its response as a [`Failure`] and go into that
+/// same line, so each request logs exactly one.
 async fn handle(front: &Front, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
@@ -153,7 +155,7 @@ async fn handle(front: &Front, req: Request<Incoming>) -> Response<Body> {
         m.requests
             .get_or_create(&RequestLabels {
                 component: component.to_string(),
-                method: method.to_string(),
+                method: crate::metrics::method_label(method.as_str()),
                 status,
             })
             .inc();
@@ -161,6 +163,7 @@ async fn handle(front: &Front, req: Request<Incoming>) -> Response<Body> {
             .get_or_create(&Metrics::component(component))
             .observe(took.as_secs_f64());
     }
+    let failure = response.extensions_mut().remove::<Failure>();
     crate::logging::request(&crate::logging::RequestLine {
         method: method.as_str(),
         path: &path,
@@ -168,10 +171,25 @@ async fn handle(front: &Front, req: Request<Incoming>) -> Response<Body> {
         status,
         duration_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
         request_id: &request_id,
+        failure: failure.as_ref().map(|f| (f.level, f.message.as_str())),
     });
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
+    response
+}
+
+/// Why a request failed, for its log line: whoever builds a failed response
+/// attaches one, and [`handle`] takes it off and logs it with the request.
+#[derive(Clone)]
+struct Failure {
+    level: tracing::Level,
+    message: String,
+}
+
+/// `response`, carrying `message` for the request's log line at `level`.
+fn failed(mut response: Response<Body>, level: tracing::Level, message: String) -> Response<Body> {
+    response.extensions_mut().insert(Failure { level, message });
     response
 }
 
@@ -408,11 +426,11 @@ async fn read_request(
 /// Turn the component's answer into HTTP, checking what it returned.
 fn write_response(component: &str, response: WitResponse, max_bytes: usize) -> Response<Body> {
     let bad = |what: String| {
-        tracing::error!(component, "{what}");
-        error(
+        let response = error(
             StatusCode::INTERNAL_SERVER_ERROR,
             &format!("component `{component}` {what}"),
-        )
+        );
+        failed(response, tracing::Level::ERROR, what)
     };
     if response.body.len() > max_bytes {
         return bad(format!(
@@ -459,32 +477,38 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
+/// The response to a failed call. Nothing is logged here: the details go
+/// into the request's own line (see [`Failure`]); a failing store also logs
+/// its own error, rate-limited, where the commit failed.
 fn invoke_error(component: &str, e: InvokeError) -> Response<Body> {
     match e {
-        InvokeError::Timeout(limit) => {
-            tracing::warn!(component, "request stopped after {} ms", limit.as_millis());
+        InvokeError::Timeout(limit) => failed(
             error(
                 StatusCode::GATEWAY_TIMEOUT,
                 &format!(
                     "component `{component}` did not answer within {} ms",
                     limit.as_millis()
                 ),
-            )
-        }
-        InvokeError::Trap(trap) => {
-            tracing::error!(component, "component trapped: {}", trap.details);
+            ),
+            tracing::Level::WARN,
+            format!("request stopped after {} ms", limit.as_millis()),
+        ),
+        InvokeError::Trap(trap) => failed(
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &format!("component `{component}` failed: {}", trap.reason),
-            )
-        }
-        InvokeError::Store(e) => {
-            tracing::error!(component, "store failure: {e}");
+            ),
+            tracing::Level::ERROR,
+            format!("component trapped: {}", trap.details),
+        ),
+        InvokeError::Store(e) => failed(
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("the store is unavailable: {e}"),
-            )
-        }
+            ),
+            tracing::Level::WARN,
+            format!("store failure: {e}"),
+        ),
         InvokeError::Contention(e) => busy(&format!("too much contention: {e}; retry")),
         InvokeError::Busy(e) => busy(&format!("{e}; retry shortly")),
     }

@@ -1,9 +1,12 @@
 //! `berth serve --watch`: poll each component's wasm file and, once a
 //! change has settled, swap the new version in through [`App::replace`].
-//! A file that is rejected leaves the old version serving; the log says why.
+//! A file that is rejected leaves the old version serving; the log says why,
+//! once per change. Only regular files up to the admin upload's size cap
+//! are read, and every look at the filesystem happens off the async runtime.
 
 use crate::app::App;
 use std::future::Future;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -15,8 +18,9 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// `cargo build` write in bursts; a file still being written keeps changing.
 pub const QUIET: Duration = Duration::from_millis(250);
 
-/// Watch every file-backed component of `app` until `shutdown` resolves.
-pub async fn watch(app: Arc<App>, shutdown: impl Future<Output = ()>) {
+/// Watch every file-backed component of `app` until `shutdown` resolves,
+/// reading no file larger than `max_bytes`.
+pub async fn watch(app: Arc<App>, max_bytes: usize, shutdown: impl Future<Output = ()>) {
     let mut files: Vec<Watched> = app
         .files()
         .into_iter()
@@ -37,8 +41,25 @@ pub async fn watch(app: Arc<App>, shutdown: impl Future<Output = ()>) {
             _ = ticks.tick() => {}
             () = &mut shutdown => return,
         }
-        for file in &mut files {
-            if let Some(wasm) = file.poll() {
+        // On a blocking thread: a stat or read that stalls (a hung network
+        // mount, say) must not stall the workers that serve requests.
+        let polled = tokio::task::spawn_blocking(move || {
+            let changes: Vec<_> = files.iter_mut().map(|f| f.poll(max_bytes)).collect();
+            (files, changes)
+        });
+        let changes;
+        (files, changes) = tokio::select! {
+            polled = polled => match polled {
+                Ok(polled) => polled,
+                Err(e) => {
+                    tracing::error!("--watch stopped: polling the files panicked: {e}");
+                    return;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        for (file, wasm) in files.iter().zip(changes) {
+            if let Some(wasm) = wasm {
                 install(&app, &file.name, &file.path, wasm).await;
             }
         }
@@ -115,7 +136,7 @@ impl Watched {
     }
 
     /// The file's contents once a change has been quiet for [`QUIET`].
-    fn poll(&mut self) -> Option<Vec<u8>> {
+    fn poll(&mut self, max_bytes: usize) -> Option<Vec<u8>> {
         // Missing: mid rename-replace, or deleted. Wait for it to come back.
         let stamp = Stamp::of(&self.path)?;
         if self.settled.as_ref() == Some(&stamp) {
@@ -133,7 +154,7 @@ impl Watched {
                 return None;
             }
         }
-        let read = std::fs::read(&self.path);
+        let read = read_regular(&self.path, max_bytes);
         // A write that landed while reading restarts the wait.
         if Stamp::of(&self.path).as_ref() != Some(&stamp) {
             self.pending = None;
@@ -144,9 +165,62 @@ impl Watched {
         match read {
             Ok(wasm) => Some(wasm),
             Err(e) => {
-                tracing::warn!(component = %self.name, "cannot read {}: {e}", self.path.display());
+                tracing::warn!(
+                    component = %self.name,
+                    "not loading {}; the old version keeps serving: {e}",
+                    self.path.display()
+                );
                 None
             }
         }
     }
+}
+
+/// The contents of `path` if it is a regular file of at most `max_bytes`.
+/// A FIFO would block the read until a writer comes (forever, maybe), and a
+/// device such as `/dev/zero` never ends: both are refused, and so is a
+/// file past the cap, before any of it is read.
+fn read_regular(path: &Path, max_bytes: usize) -> Result<Vec<u8>, String> {
+    let not_regular = || {
+        "it is not a regular file (a FIFO, device or directory); point the manifest at a wasm file"
+            .to_string()
+    };
+    let too_large = |len: u64| {
+        format!(
+            "it is {len} bytes; the limit is {max_bytes} (raise it with --admin-max-wasm-bytes)"
+        )
+    };
+    let max = u64::try_from(max_bytes).unwrap_or(u64::MAX);
+    // Checked before opening, so a device is never opened at all...
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read it: {e}"))?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    // ...and again on what was opened, in case the path changed in between.
+    // Non-blocking, so a FIFO swapped in meanwhile cannot block the open.
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options
+        .open(path)
+        .map_err(|e| format!("cannot open it: {e}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    if meta.len() > max {
+        return Err(too_large(meta.len()));
+    }
+    // A file still growing is read no further than one byte past the cap.
+    let mut wasm = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut wasm)
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if wasm.len() > max_bytes {
+        return Err(too_large(wasm.len() as u64));
+    }
+    Ok(wasm)
 }

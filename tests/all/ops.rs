@@ -125,7 +125,7 @@ fn json_logs_carry_one_line_per_request() {
     );
     assert_eq!(reply.status, 201);
     assert!(
-        logs.wait_for_line(&["req-json-1"], Duration::from_secs(10)),
+        logs.wait_for_line(&["req-json-1", "\"status\""], Duration::from_secs(10)),
         "{}",
         logs.text()
     );
@@ -137,7 +137,7 @@ fn json_logs_carry_one_line_per_request() {
         .collect();
     let request = lines
         .iter()
-        .find(|l| l["request_id"] == "req-json-1")
+        .find(|l| l["target"] == "request" && l["request_id"] == "req-json-1")
         .expect("a request line");
     assert_eq!(request["method"], "POST");
     assert_eq!(request["path"], "/users");
@@ -149,6 +149,7 @@ fn json_logs_carry_one_line_per_request() {
         .find(|l| l["message"] == "created user 3")
         .expect("the component's own log line");
     assert_eq!(component_line["component"], "users");
+    assert_eq!(component_line["request_id"], "req-json-1");
 }
 
 #[test]

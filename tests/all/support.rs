@@ -450,3 +450,56 @@ pub fn manifest_beside_users(dir: &Path, name: &str, extra: &str) -> PathBuf {
     );
     write_file(dir, "berth.toml", &text)
 }
+
+/// The resident set size of process `pid` in KiB (VmRSS), or 0 once it
+/// has exited.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+impl Starting {
+    /// Like [`Starting::spawn`], with `berth` started by the shell command
+    /// `script` (run by bash, the berth command line in `"$@"`), so a test
+    /// can set limits such as `ulimit -f` before it `exec "$@"`s.
+    pub fn spawn_in_shell(
+        script: &str,
+        data: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Starting {
+        let mut child = Command::new("bash")
+            .args(["-c", script, "berth", BERTH])
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning berth through bash");
+        let logs = Logs::default();
+        let stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines() {
+                let Ok(line) = line else { break };
+                eprintln!("{line}");
+                let mut text = sink.0.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        Starting {
+            child: Some(child),
+            stdout: Some(stdout),
+            logs,
+        }
+    }
+}

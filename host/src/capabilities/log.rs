@@ -11,12 +11,21 @@ impl Host for Invocation {
     fn log(&mut self, level: Level, message: String) {
         let message = truncate(&message, MAX_MESSAGE);
         let component = &*self.component;
+        // The request's id, so a component's lines can be found from the
+        // request's own line (and a delivery's, whose id names the event).
+        let request_id = &*self.env.request_id;
         match level {
-            Level::Trace => tracing::trace!(target: "component", component, "{message}"),
-            Level::Debug => tracing::debug!(target: "component", component, "{message}"),
-            Level::Info => tracing::info!(target: "component", component, "{message}"),
-            Level::Warn => tracing::warn!(target: "component", component, "{message}"),
-            Level::Error => tracing::error!(target: "component", component, "{message}"),
+            Level::Trace => {
+                tracing::trace!(target: "component", component, request_id, "{message}")
+            }
+            Level::Debug => {
+                tracing::debug!(target: "component", component, request_id, "{message}")
+            }
+            Level::Info => tracing::info!(target: "component", component, request_id, "{message}"),
+            Level::Warn => tracing::warn!(target: "component", component, request_id, "{message}"),
+            Level::Error => {
+                tracing::error!(target: "component", component, request_id, "{message}")
+            }
         }
         if let Some(sink) = &self.env.log_sink {
             sink.record(&self.component, level, message);

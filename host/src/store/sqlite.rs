@@ -498,7 +498,7 @@ fn apply_group(conn: &mut Connection, group: Vec<WriteOp>, health: &Health) {
         Err(e) => {
             let e = StoreError::from(e);
             health.record(Err(&e));
-            tracing::error!(error = %e, "store commit failed");
+            log_write_failure("store commit failed", &e);
             for (reply, _) in acks {
                 let _ = reply.send(Err(e.clone()));
             }
@@ -509,8 +509,19 @@ fn apply_group(conn: &mut Connection, group: Vec<WriteOp>, health: &Health) {
     }
 }
 
+/// Log a failed group commit, at most once per
+/// [`Throttle::EVERY`](crate::logging::Throttle::EVERY): when
+/// the disk is full every group fails, and a line for each would flood the
+/// log (each failed request still has its own request line).
+fn log_write_failure(what: &str, e: &StoreError) {
+    static THROTTLE: crate::logging::Throttle = crate::logging::Throttle::new();
+    if let Some(suppressed) = THROTTLE.allow() {
+        tracing::error!(error = %e, suppressed, "{what}; check the disk holding the data directory (free space, permissions)");
+    }
+}
+
 fn fail_group(group: Vec<WriteOp>, e: &StoreError) {
-    tracing::error!(error = %e, "store transaction could not start");
+    log_write_failure("store transaction could not start", e);
     for op in group {
         match op {
             WriteOp::Increment { reply, .. } => {
