@@ -96,6 +96,16 @@ struct ServeArgs {
     /// connection is closed, so slow clients cannot hold connections.
     #[arg(long, default_value_t = 10)]
     header_timeout_secs: u64,
+    /// Seconds to wait for each next piece of a request body (and of an
+    /// admin upload); a client that pauses longer, or averages under 64
+    /// KiB/s, gets 408. Bodies are read whole before a request takes an
+    /// in-flight slot.
+    #[arg(long, default_value_t = 10)]
+    body_timeout_secs: u64,
+    /// Seconds a response may wait for a client that reads nothing before
+    /// the connection is dropped, and the response's memory freed.
+    #[arg(long, default_value_t = 10)]
+    write_timeout_secs: u64,
     /// Largest request line plus headers in bytes; larger requests get 431.
     #[arg(long, default_value_t = 32 * 1024)]
     max_header_bytes: usize,
@@ -203,6 +213,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections.max(1),
         max_in_flight: args.max_in_flight.max(1),
         max_body_bytes: args.max_body_bytes,
+        body_timeout: Duration::from_secs(args.body_timeout_secs.max(1)),
+        write_timeout: Duration::from_secs(args.write_timeout_secs.max(1)),
         max_header_bytes: args.max_header_bytes.max(1024),
         max_response_bytes: args.max_response_bytes.max(1),
         header_read_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
@@ -380,6 +392,8 @@ fn admin_config(args: &ServeArgs) -> anyhow::Result<Option<AdminConfig>> {
     let mut config = AdminConfig::new(token);
     config.max_wasm_bytes = args.admin_max_wasm_bytes;
     config.drain_timeout = Duration::from_secs(args.drain_timeout_secs);
+    config.body_timeout = Duration::from_secs(args.body_timeout_secs.max(1));
+    config.write_timeout = Duration::from_secs(args.write_timeout_secs.max(1));
     Ok(Some(config))
 }
 

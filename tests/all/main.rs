@@ -8,6 +8,7 @@ mod crash;
 mod durability;
 mod events;
 mod faults;
+mod front;
 mod fuzz;
 mod http;
 mod isolation;
