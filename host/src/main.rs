@@ -79,7 +79,9 @@ struct ServeArgs {
     /// berth serves its built-in users and orders services.
     #[arg(long)]
     manifest: Option<PathBuf>,
-    /// Most open connections at once.
+    /// Most open connections at once. At the cap, the keep-alive
+    /// connection idle longest is closed for a new client; if every one is
+    /// busy, new clients wait in the backlog.
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
     /// Most requests handled at once; beyond it requests get 503 with Retry-After.
