@@ -265,14 +265,17 @@ fn an_oversized_body_sent_whole_still_gets_its_413() {
             .unwrap();
         let head = stalled_head("/users", body.len());
         let body = body.clone();
-        // Like Python's http.client: the whole body first, then read.
+        // Like Python's http.client: the whole body first, then read; a
+        // failed send (broken pipe, reset) is all such a client sees.
         let sender = std::thread::spawn(move || {
-            let _ = writer.write_all(&head);
-            let _ = writer.write_all(&body);
+            writer
+                .write_all(&head)
+                .and_then(|()| writer.write_all(&body))
         });
-        sender.join().unwrap();
+        let sent = sender.join().unwrap();
         if let Ok(raw) = read_to_close(&mut stream, Duration::from_secs(10))
             && !raw.is_empty()
+            && sent.is_ok()
         {
             let reply = parse_reply(&raw);
             reply.assert_error(413, "exceeds the limit of 1048576 bytes");
