@@ -5,11 +5,9 @@
 use crate::accept::{Body, ConnectionLimits, accept_loop};
 use crate::app::{App, ComponentInfo, SwapError, VersionInfo};
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{
-    ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE,
-};
+use hyper::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -28,6 +26,10 @@ pub struct AdminConfig {
     pub max_connections: usize,
     /// Time a client has to send a request's headers.
     pub header_read_timeout: Duration,
+    /// Longest wait for the next piece of an upload (see `ServerConfig`).
+    pub body_timeout: Duration,
+    /// Longest a response waits for a client that reads nothing.
+    pub write_timeout: Duration,
     /// How long shutdown waits for admin requests (an upload compiling).
     pub drain_timeout: Duration,
 }
@@ -39,6 +41,8 @@ impl AdminConfig {
             max_wasm_bytes: 64 * 1024 * 1024,
             max_connections: 16,
             header_read_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(20),
         }
     }
@@ -89,6 +93,7 @@ pub async fn serve(
         max_connections: config.max_connections,
         header_read_timeout: config.header_read_timeout,
         max_header_bytes: ADMIN_MAX_HEADER_BYTES,
+        write_timeout: config.write_timeout,
         drain_timeout: config.drain_timeout,
     };
     let config = Arc::new(config);
@@ -189,38 +194,20 @@ async fn upload(
     if app.component(name).is_none() {
         return swap_error(&SwapError::UnknownComponent(name.to_string()));
     }
-    let max = config.max_wasm_bytes;
-    let too_large = || {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!(
-                "the wasm exceeds the admin upload limit of {max} bytes (--admin-max-wasm-bytes)"
-            ),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max as u64) {
-        return too_large();
-    }
-    let wasm = match Limited::new(req.into_body(), max).collect().await {
-        Ok(collected) => collected.to_bytes().to_vec(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return too_large();
-        }
+    // The whole upload first, under its deadline, before any work for it.
+    let reading = crate::accept::reading_body(&req);
+    let (parts, body) = req.into_parts();
+    let wasm = match crate::body::read(body, config.max_wasm_bytes, config.body_timeout).await {
+        Ok(wasm) => wasm.to_vec(),
         Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("could not read the request body: {e}"),
-            );
+            return crate::server::body_error(e, &parts.headers, |max| {
+                format!(
+                    "the wasm exceeds the admin upload limit of {max} bytes (--admin-max-wasm-bytes)"
+                )
+            });
         }
     };
+    drop(reading);
     match app.replace(name, wasm).await {
         Ok(replaced) => {
             if replaced.swapped {

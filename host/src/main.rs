@@ -79,7 +79,9 @@ struct ServeArgs {
     /// berth serves its built-in users and orders services.
     #[arg(long)]
     manifest: Option<PathBuf>,
-    /// Most open connections at once.
+    /// Most open connections at once. At the cap, the keep-alive
+    /// connection idle longest is closed for a new client; if every one is
+    /// busy, new clients wait in the backlog.
     #[arg(long, default_value_t = 1024, value_parser = usize_in(1..=1_000_000))]
     max_connections: usize,
     /// Most requests handled at once; beyond it requests get 503 with
@@ -97,6 +99,16 @@ struct ServeArgs {
     /// connection is closed, so slow clients cannot hold connections.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=HOUR))]
     header_timeout_secs: u64,
+    /// Seconds to wait for each next piece of a request body (and of an
+    /// admin upload); a client that pauses longer, or averages under 64
+    /// KiB/s, gets 408. Bodies are read whole before a request takes an
+    /// in-flight slot.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=HOUR))]
+    body_timeout_secs: u64,
+    /// Seconds a response may wait for a client that reads nothing before
+    /// the connection is dropped, and the response's memory freed.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=HOUR))]
+    write_timeout_secs: u64,
     /// Largest request line plus headers in bytes; larger requests get 431.
     #[arg(long, default_value_t = 32 * 1024, value_parser = usize_in(1024..=1024 * 1024))]
     max_header_bytes: usize,
@@ -232,6 +244,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_header_bytes: args.max_header_bytes,
         max_response_bytes: args.max_response_bytes,
         header_read_timeout: Duration::from_secs(args.header_timeout_secs),
+        body_timeout: Duration::from_secs(args.body_timeout_secs),
+        write_timeout: Duration::from_secs(args.write_timeout_secs),
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
         shutdown_delay: Duration::from_secs(args.shutdown_delay_secs),
     };
@@ -438,6 +452,8 @@ fn admin_config(args: &ServeArgs) -> anyhow::Result<Option<AdminConfig>> {
     let mut config = AdminConfig::new(token);
     config.max_wasm_bytes = args.admin_max_wasm_bytes;
     config.drain_timeout = Duration::from_secs(args.drain_timeout_secs);
+    config.body_timeout = Duration::from_secs(args.body_timeout_secs);
+    config.write_timeout = Duration::from_secs(args.write_timeout_secs);
     Ok(Some(config))
 }
 

@@ -8,7 +8,7 @@ use crate::dispatch::{self, InvokeError};
 use crate::mesh::Mesh;
 use crate::metrics::{Metrics, RequestLabels, metrics};
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode};
@@ -26,8 +26,16 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Requests being handled at once; further ones get 503 at once.
     pub max_in_flight: usize,
-    /// Largest request body; larger ones get 413 before being read.
+    /// Largest request body; larger ones get 413 (the rest of the body is
+    /// read and discarded, within bounds, so the client sees the answer).
     pub max_body_bytes: usize,
+    /// Longest wait for the next piece of a request body; the whole body
+    /// must also arrive at an average of `body::MIN_BYTES_PER_SEC`. Bodies
+    /// are read before a request takes an in-flight slot.
+    pub body_timeout: Duration,
+    /// Longest a response waits for a client that reads nothing before the
+    /// connection is dropped.
+    pub write_timeout: Duration,
     /// Largest request line plus headers; larger ones get 431. Past twice
     /// this, the parser stops reading and answers 431 itself.
     pub max_header_bytes: usize,
@@ -48,6 +56,8 @@ impl Default for ServerConfig {
             max_connections: 1024,
             max_in_flight: 256,
             max_body_bytes: 1024 * 1024,
+            body_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
             max_header_bytes: 32 * 1024,
             max_response_bytes: 16 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
@@ -105,6 +115,7 @@ pub async fn serve(
         // Between the limit and twice it, the request still arrives here
         // and gets a JSON 431; past that the parser refuses to buffer it.
         max_header_bytes: config.max_header_bytes.saturating_mul(2),
+        write_timeout: config.write_timeout,
         drain_timeout: config.drain_timeout,
     };
     let front = Arc::new(Front {
@@ -263,15 +274,22 @@ async fn answer(
         return (error(StatusCode::NOT_FOUND, &message), None);
     };
     let name = component.name().clone();
+    // The whole body first, under its deadline: a client that stalls holds
+    // only its connection, never an in-flight slot or a component's.
+    let head = req.method() == hyper::Method::HEAD;
+    let read = {
+        let _reading = crate::accept::reading_body(&req);
+        read_request(req, config).await
+    };
+    let mut request = match read {
+        Ok(request) => request,
+        Err(response) => return (response, Some(name)),
+    };
     let Ok(_permit) = front.in_flight.try_acquire() else {
         let response = busy("the server is at its request limit; retry shortly");
         return (response, Some(name));
     };
     let _counted = InFlight::enter();
-    let mut request = match read_request(req, config.max_body_bytes).await {
-        Ok(request) => request,
-        Err(response) => return (response, Some(name)),
-    };
     request
         .headers
         .retain(|h| h.name != "x-request-id" && h.name != "x-berth-caller");
@@ -284,6 +302,11 @@ async fn answer(
     let response = match dispatch::invoke(&component, env, &request).await {
         Ok(response) => write_response(&name, response, config.max_response_bytes),
         Err(e) => invoke_error(&name, e),
+    };
+    let response = if head {
+        without_body(response)
+    } else {
+        response
     };
     (response, Some(name))
 }
@@ -366,25 +389,13 @@ fn request_id(req: &Request<Incoming>) -> Arc<str> {
     }
 }
 
-/// Buffer the request into the WIT shape, refusing oversized bodies early.
+/// Buffer the request into the WIT shape, refusing oversized bodies early
+/// and slow ones at their deadline. HEAD is served as GET: the component
+/// sees GET, and the client gets the headers without the body.
 async fn read_request(
     req: Request<Incoming>,
-    max_body: usize,
+    config: &ServerConfig,
 ) -> Result<WitRequest, Response<Body>> {
-    let too_large = || {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("request body exceeds the limit of {max_body} bytes"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max_body as u64) {
-        return Err(too_large());
-    }
     let (parts, body) = req.into_parts();
     let mut headers = Vec::with_capacity(parts.headers.len());
     for (name, value) in &parts.headers {
@@ -399,28 +410,72 @@ async fn read_request(
             value: value.to_string(),
         });
     }
-    let body = match Limited::new(body, max_body).collect().await {
-        Ok(collected) => collected.to_bytes().to_vec(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return Err(too_large());
-        }
+    let body = match crate::body::read(body, config.max_body_bytes, config.body_timeout).await {
+        Ok(body) => body.to_vec(),
         Err(e) => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                &format!("could not read the request body: {e}"),
-            ));
+            return Err(body_error(e, &parts.headers, |max| {
+                format!("request body exceeds the limit of {max} bytes")
+            }));
         }
     };
+    let method = match parts.method {
+        hyper::Method::HEAD => "GET".to_string(),
+        method => method.as_str().to_string(),
+    };
     Ok(WitRequest {
-        method: parts.method.as_str().to_string(),
+        method,
         path: parts.uri.path().to_string(),
         query: parts.uri.query().unwrap_or("").to_string(),
         headers,
         body,
     })
+}
+
+/// The answer to a body that could not be read. The connection closes
+/// after it; the rest of a body over the limit is discarded first (within
+/// bounds) so a client still sending it reads the 413 rather than a reset.
+/// `too_large` words the 413 for a limit of so many bytes.
+pub fn body_error(
+    e: crate::body::BodyError,
+    headers: &hyper::HeaderMap,
+    too_large: impl FnOnce(usize) -> String,
+) -> Response<Body> {
+    use crate::body::BodyError;
+    let mut response = match e {
+        BodyError::TooLarge { max, rest } => {
+            if !crate::body::expects_continue(headers) {
+                crate::body::discard_rest(rest);
+            }
+            error(StatusCode::PAYLOAD_TOO_LARGE, &too_large(max))
+        }
+        BodyError::TimedOut { gap } => error(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!(
+                "the request body did not arrive in time (at most {} s between pieces, at least {} KiB/s); send it without pausing",
+                gap.as_secs(),
+                crate::body::MIN_BYTES_PER_SEC / 1024
+            ),
+        ),
+        BodyError::Broken(e) => error(
+            StatusCode::BAD_REQUEST,
+            &format!("could not read the request body: {e}"),
+        ),
+    };
+    response
+        .headers_mut()
+        .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// The response to a HEAD request: the GET's status and headers, with the
+/// length its body would have, and no body.
+fn without_body(response: Response<Body>) -> Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    let length = hyper::body::Body::size_hint(&body).exact().unwrap_or(0);
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(length));
+    Response::from_parts(parts, Full::new(Bytes::new()))
 }
 
 /// Turn the component's answer into HTTP, checking what it returned.

@@ -152,20 +152,12 @@ fn slow_header_clients_are_cut_off_and_cannot_hold_the_server() {
 }
 
 #[test]
-fn connections_past_the_cap_wait_in_the_backlog() {
+fn connections_past_the_cap_wait_while_every_one_is_busy() {
     let dir = data_dir();
-    let (berth, _logs) = start(dir.path(), "", &["--max-connections", "1"]);
-    // An idle keep-alive connection holds the only slot.
-    let mut first = TcpStream::connect(berth.addr).unwrap();
-    first
-        .write_all(b"GET /users/1 HTTP/1.1\r\nhost: x\r\n\r\n")
-        .unwrap();
-    first
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut buf = [0u8; 4096];
-    let n = first.read(&mut buf).unwrap();
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let (berth, logs) = start(dir.path(), "", &["--max-connections", "1"]);
+    // A request under way holds the only slot (an idle connection would
+    // give way; see `front`).
+    let held = hold_slow_request(&berth, &logs, 3000);
     // A second connection is accepted by the kernel but not served...
     let mut second = TcpStream::connect(berth.addr).unwrap();
     second
@@ -174,6 +166,7 @@ fn connections_past_the_cap_wait_in_the_backlog() {
     second
         .set_read_timeout(Some(Duration::from_millis(700)))
         .unwrap();
+    let mut buf = [0u8; 4096];
     let err = second
         .read(&mut buf)
         .expect_err("served past the connection cap");
@@ -181,8 +174,8 @@ fn connections_past_the_cap_wait_in_the_backlog() {
         err.kind(),
         ErrorKind::WouldBlock | ErrorKind::TimedOut
     ));
-    // ...until the first one closes.
-    drop(first);
+    // ...until the first one is done.
+    assert_eq!(held.join().unwrap().status, 200);
     second
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();

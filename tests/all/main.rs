@@ -9,6 +9,7 @@ mod crash;
 mod durability;
 mod events;
 mod faults;
+mod front;
 mod fuzz;
 mod http;
 mod isolation;

@@ -43,6 +43,8 @@ fn flags_out_of_range_are_refused_with_the_range() {
         ("--max-body-bytes", "2000000000", "0..=1073741824"),
         ("--max-response-bytes", "0", "1..=1073741824"),
         ("--header-timeout-secs", "0", "1..=3600"),
+        ("--body-timeout-secs", "0", "1..=3600"),
+        ("--write-timeout-secs", "3601", "1..=3600"),
         ("--drain-timeout-secs", "86400", "0..=3600"),
         ("--shutdown-delay-secs", "3601", "0..=3600"),
         ("--max-call-depth", "65", "0..=64"),

@@ -45,6 +45,18 @@ impl Handler for Misbehave {
                 headers: Vec::new(),
                 body: vec![b'x'; 100 * 1024 * 1024],
             },
+            // A large answer of `n` bytes, for clients that never read it.
+            "/misbehave/bytes" => Response {
+                status: 200,
+                headers: Vec::new(),
+                body: vec![
+                    b'x';
+                    request
+                        .query_param("n")
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0)
+                ],
+            },
             "/misbehave/hammer" => loop {
                 let _ = kv::set("hammer", b"x");
                 let _ = kv::get("hammer");
