@@ -138,12 +138,8 @@ fn acknowledged_writes_survive_sigkill_at_random_moments() {
 
 /// Every acknowledged user is listed with the name it was created with.
 fn check_all_present(berth: &Berth, acknowledged: &BTreeMap<u64, String>, round: usize) {
-    let reply = berth.get("/users");
-    assert_eq!(reply.status, 200, "listing users after crash {round}");
-    let listed: BTreeMap<u64, String> = reply
-        .json()
-        .as_array()
-        .expect("a list of users")
+    let listed: BTreeMap<u64, String> = berth
+        .list_all("/users")
         .iter()
         .map(|u| {
             (

@@ -80,10 +80,8 @@ fn concurrent_creates_get_distinct_ids_and_all_are_listed() {
     let distinct: BTreeSet<u64> = ids.iter().copied().collect();
     assert_eq!(distinct.len(), WRITERS, "duplicate ids: {ids:?}");
     assert!(distinct.iter().all(|id| *id > 2), "a sample id was reused");
-    let listed = berth.get("/users").json();
-    let listed: BTreeSet<u64> = listed
-        .as_array()
-        .unwrap()
+    let listed: BTreeSet<u64> = berth
+        .list_all("/users")
         .iter()
         .map(|u| u["id"].as_u64().unwrap())
         .collect();

@@ -2,7 +2,7 @@
 //! with `limit` and a cursor, a page and a request are capped in the bytes
 //! they pull from the store, and a client pays memory per page.
 
-use crate::support::{Berth, Reply, data_dir, manifest_beside_users};
+use crate::support::{Berth, data_dir, manifest_beside_users, next_link};
 use berth::store::{SqliteStore, Store, WriteBatch};
 use std::time::Duration;
 
@@ -31,16 +31,6 @@ fn walk(berth: &Berth, first: &str) -> (Vec<u64>, usize) {
         next = next_link(&reply);
     }
     (ids, pages)
-}
-
-/// The target of the `rel="next"` link, if the reply has one.
-fn next_link(reply: &Reply) -> Option<String> {
-    let link = reply.header("link")?;
-    let target = link
-        .strip_suffix(r#">; rel="next""#)
-        .and_then(|l| l.strip_prefix('<'))
-        .unwrap_or_else(|| panic!("malformed Link header {link:?}"));
-    Some(target.to_string())
 }
 
 /// The server's peak resident memory since the last [`reset_peak`], in MiB.

@@ -329,7 +329,27 @@ pub struct Starting {
 impl Starting {
     /// Spawn `berth serve` on port 0 with its stderr captured (and echoed).
     pub fn spawn(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Starting {
-        let mut child = Command::new(BERTH)
+        Starting::run(Command::new(BERTH), data, args, env)
+    }
+
+    /// Like [`Starting::spawn`], with `berth` started by the shell command
+    /// `script` (run by bash, the berth command line in `"$@"`), so a test
+    /// can set limits such as `ulimit -f` before it `exec "$@"`s.
+    pub fn spawn_in_shell(
+        script: &str,
+        data: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Starting {
+        let mut bash = Command::new("bash");
+        bash.args(["-c", script, "berth", BERTH]);
+        Starting::run(bash, data, args, env)
+    }
+
+    /// Run `command` with the `serve` arguments appended, stdout piped for
+    /// the `listening on` line and stderr collected into [`Logs`].
+    fn run(mut command: Command, data: &Path, args: &[&str], env: &[(&str, &str)]) -> Starting {
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .args(args)
@@ -462,44 +482,35 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-impl Starting {
-    /// Like [`Starting::spawn`], with `berth` started by the shell command
-    /// `script` (run by bash, the berth command line in `"$@"`), so a test
-    /// can set limits such as `ulimit -f` before it `exec "$@"`s.
-    pub fn spawn_in_shell(
-        script: &str,
-        data: &Path,
-        args: &[&str],
-        env: &[(&str, &str)],
-    ) -> Starting {
-        let mut child = Command::new("bash")
-            .args(["-c", script, "berth", BERTH])
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .args(args)
-            .envs(env.iter().copied())
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning berth through bash");
-        let logs = Logs::default();
-        let stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in stderr.lines() {
-                let Ok(line) = line else { break };
-                eprintln!("{line}");
-                let mut text = sink.0.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
-            }
-        });
-        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        Starting {
-            child: Some(child),
-            stdout: Some(stdout),
-            logs,
+/// The target of a reply's `Link: <...>; rel="next"` header, if it has one.
+pub fn next_link(reply: &Reply) -> Option<String> {
+    let link = reply.header("link")?;
+    let target = link
+        .strip_suffix(r#">; rel="next""#)
+        .and_then(|l| l.strip_prefix('<'))
+        .unwrap_or_else(|| panic!("malformed Link header {link:?}"));
+    Some(target.to_string())
+}
+
+impl Berth {
+    /// Every record of a paged list such as `/users`, following the
+    /// `rel="next"` links from `first` to the last page.
+    pub fn list_all(&self, first: &str) -> Vec<Value> {
+        let mut records = Vec::new();
+        let mut next = Some(first.to_string());
+        while let Some(path) = next {
+            let reply = self.get(&path);
+            assert_eq!(reply.status, 200, "listing {path}");
+            records.extend(
+                reply
+                    .json()
+                    .as_array()
+                    .expect("a JSON array")
+                    .iter()
+                    .cloned(),
+            );
+            next = next_link(&reply);
         }
+        records
     }
 }
