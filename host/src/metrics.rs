@@ -88,6 +88,19 @@ pub struct Metrics {
     pub pool_full: Family<ComponentLabels, Counter>,
 }
 
+/// Every kind of key-value operation the `kv` capability times; each has
+/// its series from the start.
+pub const KV_OPS: [&str; 8] = [
+    "get",
+    "set",
+    "delete",
+    "list_keys",
+    "scan",
+    "insert",
+    "compare_and_swap",
+    "increment",
+];
+
 /// Latency buckets from 10 µs to about 20 s.
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_01, 3.0, 14))
@@ -122,6 +135,10 @@ impl Metrics {
             pool_full: Family::default(),
             registry: Registry::default(),
         };
+        for op in KV_OPS {
+            drop(metrics.kv_ops.get_or_create(&KvLabels { op }));
+            drop(metrics.kv_seconds.get_or_create(&KvLabels { op }));
+        }
         registry.register(
             "requests",
             "HTTP requests by component, method and status",

@@ -83,6 +83,8 @@ fn every_family_and_component_series_is_there_from_the_start() {
         "berth_event_deliveries_total{component=\"orders\",outcome=\"dead_lettered\"}",
         "berth_calls_total{caller=\"orders\",callee=\"users\",outcome=\"ok\"}",
         "berth_calls_total{caller=\"orders\",callee=\"users\",outcome=\"failed\"}",
+        "berth_kv_operations_total{op=\"get\"}",
+        "berth_kv_operations_total{op=\"increment\"}",
     ] {
         assert_eq!(
             sample(&text, series),
@@ -92,7 +94,12 @@ fn every_family_and_component_series_is_there_from_the_start() {
     }
     // (A family shows once it has a series: requests have theirs from the
     // first request, as their status is not known before.)
-    for family in ["berth_traps", "berth_calls", "berth_instance_pool_full"] {
+    for family in [
+        "berth_traps",
+        "berth_calls",
+        "berth_instance_pool_full",
+        "berth_kv_operations",
+    ] {
         assert!(
             text.contains(&format!("# TYPE {family} counter")),
             "{family} is not registered:\n{text}"

@@ -220,6 +220,10 @@ struct OpTimer {
 
 impl OpTimer {
     fn start(op: &'static str) -> OpTimer {
+        debug_assert!(
+            crate::metrics::KV_OPS.contains(&op),
+            "add `{op}` to metrics::KV_OPS"
+        );
         OpTimer {
             op,
             started: Instant::now(),
