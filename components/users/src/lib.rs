@@ -161,15 +161,27 @@ fn update(id: u64, request: &Request) -> Result<Response> {
 }
 
 fn delete(id: u64) -> Result<Response> {
-    if USERS.get::<User>(id)?.is_none() {
+    let Some((user, _)) = USERS.get::<User>(id)? else {
+        return Err(not_found(id));
+    };
+    // `delete` reads the record again and the commit checks what it saw, so
+    // of two concurrent deletes only one finds the record; the other answers
+    // 404 and publishes nothing.
+    if !USERS.delete(id)? {
         return Err(not_found(id));
     }
-    // Published first, so a refused event leaves nothing staged. It commits
-    // with the delete: subscribers hear of it if and only if the user is gone.
+    // The event commits with the delete: subscribers hear of it if and only
+    // if the user is gone.
     let payload = serde_json::json!({ "id": id }).to_string();
-    events::publish("user.deleted", &payload)
-        .map_err(|e| http::error(500, &format!("could not publish user.deleted: {e:?}")))?;
-    USERS.delete(id)?;
+    if let Err(e) = events::publish("user.deleted", &payload) {
+        // An error response still commits what is staged: put the record
+        // back, so a refused event leaves the user as it was.
+        USERS.insert(id, &user)?;
+        return Err(http::error(
+            500,
+            &format!("could not publish user.deleted: {e:?}"),
+        ));
+    }
     log(Level::Info, &format!("deleted user {id}"));
     Ok(http::no_content())
 }
