@@ -2,16 +2,7 @@
 //! `DATA/compiled` instead of compiling again, and a damaged entry is
 //! ignored, not trusted.
 
-use crate::support::{Berth, data_dir};
-use std::path::{Path, PathBuf};
-
-fn entries(data: &Path) -> Vec<PathBuf> {
-    let mut found: Vec<_> = std::fs::read_dir(data.join("compiled"))
-        .map(|dir| dir.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    found.sort();
-    found
-}
+use crate::support::{Berth, compiled_entries, data_dir};
 
 #[test]
 fn a_restart_reuses_compiled_components_and_ignores_damaged_ones() {
@@ -19,7 +10,7 @@ fn a_restart_reuses_compiled_components_and_ignores_damaged_ones() {
     let berth = Berth::start(dir.path());
     assert_eq!(berth.get("/users/1").status, 200);
     assert_eq!(berth.terminate().code(), Some(0));
-    let cached = entries(dir.path());
+    let cached = compiled_entries(dir.path());
     assert_eq!(
         cached.len(),
         2,
@@ -55,5 +46,5 @@ fn a_restart_reuses_compiled_components_and_ignores_damaged_ones() {
         damaged,
         "the damaged entry was kept"
     );
-    assert_eq!(entries(dir.path()), cached);
+    assert_eq!(compiled_entries(dir.path()), cached);
 }

@@ -1,25 +1,11 @@
 //! Services that talk: orders calls users, users publishes `user.deleted`,
 //! orders cancels the user's pending orders, at least once, across crashes.
 
-use crate::support::{BERTH, Berth, Reply, data_dir, write_file};
+use crate::support::{BERTH, Berth, Reply, data_dir, eventually, write_file};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
-
-/// Poll `check` until it returns `Some`, for at most `limit`.
-fn eventually<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return Some(value);
-        }
-        if started.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use std::time::Duration;
 
 fn guest(name: &str) -> String {
     Path::new(berth::builtin::GUEST_DIR)

@@ -2,18 +2,9 @@
 //! compiled again, a damaged database page stops start-up with a message,
 //! and the store's files are the owner's alone.
 
-use crate::store_support::{Server, created_id, eventually};
-use crate::support::{Berth, data_dir};
-use std::path::Path;
+use crate::store_support::{Server, created_id};
+use crate::support::{Berth, compiled_entries, data_dir, eventually};
 use std::time::Duration;
-
-fn cache_entries(data: &Path) -> Vec<std::path::PathBuf> {
-    let mut found: Vec<_> = std::fs::read_dir(data.join("compiled"))
-        .map(|dir| dir.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    found.sort();
-    found
-}
 
 #[test]
 fn a_compile_cache_entry_swapped_with_another_is_compiled_again() {
@@ -21,7 +12,7 @@ fn a_compile_cache_entry_swapped_with_another_is_compiled_again() {
     let berth = Berth::start(dir.path());
     assert_eq!(berth.get("/users/1").json()["name"], "John");
     assert_eq!(berth.terminate().code(), Some(0));
-    let cached = cache_entries(dir.path());
+    let cached = compiled_entries(dir.path());
     assert_eq!(cached.len(), 2, "users and orders: {cached:?}");
     // Swap the two files whole: each keeps a valid checksum.
     let (a, b) = (&cached[0], &cached[1]);

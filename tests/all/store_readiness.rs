@@ -3,8 +3,8 @@
 //! limit on the running server (prlimit) makes every commit fail for root
 //! too, as a full disk would.
 
-use crate::store_support::{Server, created_id, eventually, try_get};
-use crate::support::{Berth, data_dir, request_at};
+use crate::store_support::{Server, created_id, try_get};
+use crate::support::{Berth, data_dir, eventually, request_at};
 use std::time::Duration;
 
 #[test]

@@ -2,8 +2,8 @@
 //! user is deleted never stays pending, and of two concurrent deletes of a
 //! user only one succeeds and publishes `user.deleted`.
 
-use crate::store_support::{created_id, eventually};
-use crate::support::{Berth, data_dir, request_at};
+use crate::store_support::created_id;
+use crate::support::{Berth, data_dir, eventually, request_at};
 use std::net::SocketAddr;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;

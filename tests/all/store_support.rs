@@ -1,27 +1,13 @@
-//! Helpers of the store tests: polling, created ids, and a `berth serve`
+//! Helpers of the store tests: created ids, and a `berth serve`
 //! whose stderr is collected and whose file-size limit can be changed.
 
-use crate::support::{BERTH, Reply, parse_reply};
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use crate::support::eventually;
+use crate::support::{BERTH, Logs, Reply, parse_reply};
+use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-/// Poll `check` every 50 ms until it returns `Some`, for at most `limit`.
-pub fn eventually<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return Some(value);
-        }
-        if started.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use std::time::Duration;
 
 /// The id of a 201 reply's record.
 pub fn created_id(reply: &Reply) -> u64 {
@@ -38,7 +24,7 @@ pub fn created_id(reply: &Reply) -> u64 {
 /// refuse to start or wait, unready.
 pub struct Server {
     pub child: Child,
-    stderr: Arc<Mutex<String>>,
+    stderr: Logs,
 }
 
 impl Server {
@@ -60,23 +46,12 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawning berth");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let pipe = BufReader::new(child.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            for line in pipe.lines() {
-                let Ok(line) = line else { break };
-                eprintln!("{line}");
-                let mut text = sink.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
-            }
-        });
+        let stderr = Logs::collect(child.stderr.take().expect("piped stderr"));
         Server { child, stderr }
     }
 
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.stderr.text()
     }
 
     /// The address from the `bound` log line.

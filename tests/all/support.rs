@@ -203,6 +203,23 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
 pub struct Logs(std::sync::Arc<std::sync::Mutex<String>>);
 
 impl Logs {
+    /// Collect `pipe`'s lines (echoing them to the test's stderr) on a
+    /// thread of their own until it closes.
+    pub fn collect(pipe: impl Read + Send + 'static) -> Logs {
+        let logs = Logs::default();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("{line}");
+                let mut text = sink.0.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        logs
+    }
+
     pub fn text(&self) -> String {
         self.0.lock().unwrap().clone()
     }
@@ -359,18 +376,7 @@ impl Starting {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawning berth");
-        let logs = Logs::default();
-        let stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in stderr.lines() {
-                let Ok(line) = line else { break };
-                eprintln!("{line}");
-                let mut text = sink.0.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
-            }
-        });
+        let logs = Logs::collect(child.stderr.take().expect("piped stderr"));
         let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         Starting {
             child: Some(child),
@@ -513,4 +519,27 @@ impl Berth {
         }
         records
     }
+}
+
+/// Poll `check` every 50 ms until it returns `Some`, for at most `limit`.
+pub fn eventually<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if started.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The compile cache's entries in `DATA/compiled`, sorted.
+pub fn compiled_entries(data: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<_> = std::fs::read_dir(data.join("compiled"))
+        .map(|dir| dir.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    found.sort();
+    found
 }
