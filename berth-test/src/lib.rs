@@ -23,7 +23,7 @@ use berth::capabilities::services::{Caller, Services};
 use berth::dispatch::{self, InvokeError};
 use berth::runtime::CallEnv;
 use berth::runtime::{CallLimits, Component, EngineConfig, LoadedComponent, Runtime};
-use berth::store::{Delivery, MemoryStore, Store};
+use berth::store::{MemoryStore, NewEvent};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -183,9 +183,7 @@ impl TestComponent {
 
     /// The committed value of `key` in the component's namespace.
     pub fn kv_get(&self, key: &str) -> Option<Vec<u8>> {
-        self.store
-            .get(&self.name, key)
-            .expect("the memory store does not fail")
+        self.store.value(&self.name, key)
     }
 
     /// The committed value of `key`, parsed as JSON; panics if it is not JSON.
@@ -248,6 +246,8 @@ impl TestComponent {
         self.store
             .published()
             .into_iter()
+            // Not the events `deliver` queued on the component's behalf.
+            .filter(|e| e.source == self.name)
             .map(|e| PublishedEvent {
                 id: e.id,
                 topic: e.topic,
@@ -263,16 +263,16 @@ impl TestComponent {
             .deliveries
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
-        let delivery = Delivery {
-            id,
-            event_id: format!("test-event-{id}"),
-            topic: topic.to_string(),
-            payload: payload.to_string(),
-            source: "test".to_string(),
-            recipient: self.name.clone(),
-            attempts: 0,
-            last_error: None,
-        };
+        let delivery = self
+            .store
+            .enqueue(NewEvent {
+                id: format!("test-event-{id}"),
+                topic: topic.to_string(),
+                payload: payload.to_string(),
+                source: "test".to_string(),
+                recipients: vec![self.name.clone()],
+            })
+            .remove(0);
         let outcome =
             self.executor
                 .block_on(dispatch::deliver(&self.component, self.env(), &delivery));

@@ -8,7 +8,7 @@ use crate::manifest::{Manifest, WasmSource};
 use crate::metrics::{Metrics, metrics};
 use crate::router::Router;
 use crate::runtime::{CallLimits, LoadedComponent, Runtime};
-use crate::store::Store;
+use crate::store::{Backend, Outbox, Store};
 use anyhow::{Context as _, bail};
 use arc_swap::ArcSwap;
 use sha2::{Digest as _, Sha256};
@@ -23,6 +23,8 @@ pub struct App {
     /// Each component's live version and what is needed to replace it.
     components: HashMap<String, Slot>,
     pub store: Arc<dyn Store>,
+    /// Where deliveries of published events are taken from.
+    pub outbox: Arc<dyn Outbox>,
     /// Compiles replacement versions (admin uploads, watched files).
     runtime: Runtime,
     /// One replacement compiles at a time: compiling is CPU-heavy and would
@@ -111,11 +113,7 @@ impl std::error::Error for SwapError {}
 
 impl App {
     /// Compile every component of `manifest` and build the route table.
-    pub fn load(
-        manifest: &Manifest,
-        runtime: &Runtime,
-        store: Arc<dyn Store>,
-    ) -> anyhow::Result<App> {
+    pub fn load(manifest: &Manifest, runtime: &Runtime, backend: &Backend) -> anyhow::Result<App> {
         let mut components = HashMap::new();
         let mut routes = Vec::new();
         for (name, spec) in &manifest.components {
@@ -136,7 +134,8 @@ impl App {
         Ok(App {
             router: Router::new(routes),
             components,
-            store,
+            store: backend.kv.clone(),
+            outbox: backend.outbox.clone(),
             runtime: runtime.clone(),
             compiling: tokio::sync::Mutex::new(()),
         })

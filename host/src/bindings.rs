@@ -6,10 +6,17 @@ wasmtime::component::bindgen!({
     // Exports are async so a guest runs as a future: its deadline can yield
     // to other requests on the same thread, and WASI's async host calls
     // never block inside the runtime. Of the imports, `call` is async since
-    // it runs another component, and `increment` since it waits for the
-    // store's writer thread; the rest answer at once.
+    // it runs another component, and every `kv` function that reaches the
+    // store since a store read may be a network round trip (PostgreSQL);
+    // `set` only buffers, and `log` and `publish` answer at once.
     imports: {
         "berth:service/services.call": async,
+        "berth:service/kv.get": async,
+        "berth:service/kv.delete": async,
+        "berth:service/kv.list-keys": async,
+        "berth:service/kv.scan": async,
+        "berth:service/kv.insert": async,
+        "berth:service/kv.compare-and-swap": async,
         "berth:service/kv.increment": async,
     },
     exports: { default: async },

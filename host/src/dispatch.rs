@@ -127,9 +127,11 @@ where
             return Ok(outcome);
         }
         match store.commit(namespace, batch).await {
-            Ok(Commit::Done) => return Ok(outcome),
+            // Another delivery of the same event was acknowledged first: its
+            // effect is in the store, and this one's writes are dropped.
+            Ok(Commit::Done | Commit::AlreadyDelivered) => return Ok(outcome),
             Ok(Commit::Conflict(key)) => last_conflict = key,
-            Err(e) => return Err(InvokeError::Store(e.0)),
+            Err(e) => return Err(InvokeError::Store(e.to_string())),
         }
     }
     Err(InvokeError::Contention(format!(

@@ -7,7 +7,7 @@
 use crate::dispatch;
 use crate::mesh::Mesh;
 use crate::metrics::{DeliveryLabels, metrics};
-use crate::store::{Delivery, Retry, Store as _, now_ms};
+use crate::store::{Delivery, Outbox, Retry, now_ms};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,7 +43,7 @@ const BATCH: usize = 64;
 pub async fn run(mesh: Arc<Mesh>, config: DeliveryConfig, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     loop {
-        let due = match mesh.app.store.due_deliveries(now_ms(), BATCH) {
+        let due = match mesh.app.outbox.claim_due(now_ms(), BATCH).await {
             Ok(due) => due,
             Err(e) => {
                 if let Some(suppressed) = STORE_ERRORS.allow() {
@@ -124,7 +124,7 @@ async fn deliver(mesh: &Arc<Mesh>, config: &DeliveryConfig, delivery: Delivery) 
     };
     if let Err(e) = mesh
         .app
-        .store
+        .outbox
         .fail_delivery(delivery.id, &error, retry)
         .await
     {
@@ -136,11 +136,11 @@ async fn deliver(mesh: &Arc<Mesh>, config: &DeliveryConfig, delivery: Delivery) 
     true
 }
 
-/// `berth dead-letters list`: print the dead letters of the store in `data`.
-pub fn print_dead_letters(data: &std::path::Path) -> anyhow::Result<()> {
-    let store = open_existing(data)?;
-    let dead: Vec<_> = store
-        .dead_letters()?
+/// `berth dead-letters list`: print the dead letters of `outbox`.
+pub async fn print_dead_letters(outbox: &dyn Outbox) -> anyhow::Result<()> {
+    let dead: Vec<_> = outbox
+        .dead_letters()
+        .await?
         .into_iter()
         .map(|d| {
             serde_json::json!({
@@ -160,21 +160,10 @@ pub fn print_dead_letters(data: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// `berth dead-letters retry ID`: queue a dead letter again.
-pub fn retry_dead_letter(data: &std::path::Path, id: i64) -> anyhow::Result<()> {
-    let store = open_existing(data)?;
-    if !store.retry_dead_letter(id)? {
-        anyhow::bail!(
-            "no dead letter has id {id}; `berth dead-letters list --data {}` shows them",
-            data.display()
-        );
+pub async fn retry_dead_letter(outbox: &dyn Outbox, id: i64) -> anyhow::Result<()> {
+    if !outbox.retry_dead_letter(id).await? {
+        anyhow::bail!("no dead letter has id {id}; `berth dead-letters list` shows them");
     }
     println!("delivery {id} queued again");
     Ok(())
-}
-
-fn open_existing(data: &std::path::Path) -> anyhow::Result<crate::store::SqliteStore> {
-    if !data.join("berth.db").exists() {
-        anyhow::bail!("there is no store in {}", data.display());
-    }
-    crate::store::SqliteStore::open(data)
 }

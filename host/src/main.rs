@@ -8,7 +8,7 @@ use berth::manifest::Manifest;
 use berth::mesh::Mesh;
 use berth::runtime::{EngineConfig, Runtime};
 use berth::server::{self, ServerConfig, Startup};
-use berth::store::{DataLock, SqliteStore};
+use berth::store::{Backend, DataLock, SqliteStore};
 use berth::watch;
 use clap::{Parser, Subcommand};
 use std::io::Write as _;
@@ -206,12 +206,7 @@ fn main() -> std::process::ExitCode {
     berth::logging::install_request_log(stderr.clone(), format);
     let result = match cli.command {
         Command::Serve(args) => serve(args),
-        Command::DeadLetters(DeadLettersCommand::List { data }) => {
-            berth::events::print_dead_letters(&data)
-        }
-        Command::DeadLetters(DeadLettersCommand::Retry { id, data }) => {
-            berth::events::retry_dead_letter(&data, id)
-        }
+        Command::DeadLetters(command) => dead_letters(command),
     };
     stderr.flush_now();
     match result {
@@ -221,6 +216,26 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `berth dead-letters`: on the store itself, beside a running server or not.
+fn dead_letters(command: DeadLettersCommand) -> anyhow::Result<()> {
+    let data = match &command {
+        DeadLettersCommand::List { data } | DeadLettersCommand::Retry { data, .. } => data,
+    };
+    if !data.join("berth.db").exists() {
+        bail!("there is no store in {}", data.display());
+    }
+    let store = SqliteStore::open(data)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        match command {
+            DeadLettersCommand::List { .. } => events::print_dead_letters(&store).await,
+            DeadLettersCommand::Retry { id, .. } => events::retry_dead_letter(&store, id).await,
+        }
+    })
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -376,7 +391,13 @@ async fn start_up(
     let (store, app) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let runtime = Runtime::new(&engine_config)?;
         let store = Arc::new(SqliteStore::open(&data)?);
-        let app = Arc::new(App::load(&manifest, &runtime, store.clone())?);
+        // The lock is ours: no other process is delivering these.
+        store.release_claims()?;
+        let app = Arc::new(App::load(
+            &manifest,
+            &runtime,
+            &Backend::new(store.clone()),
+        )?);
         runtime.prune_cache();
         Ok((store, app))
     })

@@ -89,7 +89,7 @@ fn main() -> anyhow::Result<()> {
 impl Baseline {
     /// The original's two users, as the users component seeds them.
     async fn seed(&self) -> anyhow::Result<()> {
-        if self.store.get("users", &user_key(1))?.is_some() {
+        if self.store.get("users", &user_key(1)).await?.is_some() {
             return Ok(());
         }
         let mut batch = WriteBatch::default();
@@ -110,10 +110,10 @@ impl Baseline {
         match (req.method(), segments.as_slice()) {
             (&Method::GET, ["static"]) => reply(StatusCode::OK, FIXED.to_vec()),
             (&Method::GET, ["users", id]) => match id.parse::<u64>() {
-                Ok(id) => match self.store.get("users", &user_key(id)) {
+                Ok(id) => match self.store.get("users", &user_key(id)).await {
                     Ok(Some(record)) => reply(StatusCode::OK, record),
                     Ok(None) => error(StatusCode::NOT_FOUND, "no such user"),
-                    Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.0),
+                    Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
                 },
                 Err(_) => error(StatusCode::BAD_REQUEST, "bad id"),
             },
@@ -139,10 +139,10 @@ impl Baseline {
                 let Some(user_id) = body.get("user_id").and_then(|n| n.as_u64()) else {
                     return error(StatusCode::BAD_REQUEST, "user_id is required");
                 };
-                match self.store.get("users", &user_key(user_id)) {
+                match self.store.get("users", &user_key(user_id)).await {
                     Ok(Some(_)) => {}
                     Ok(None) => return error(StatusCode::UNPROCESSABLE_ENTITY, "no such user"),
-                    Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.0),
+                    Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
                 }
                 self.create(
                     "orders",
@@ -180,8 +180,8 @@ impl Baseline {
             batch.writes.insert(key, Some(record.clone()));
             match self.store.commit(ns, batch).await {
                 Ok(Commit::Done) => return reply(StatusCode::CREATED, record),
-                Ok(Commit::Conflict(_)) => continue,
-                Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.0),
+                Ok(Commit::Conflict(_) | Commit::AlreadyDelivered) => continue,
+                Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
             }
         }
         error(StatusCode::SERVICE_UNAVAILABLE, "contention")

@@ -50,11 +50,14 @@ impl KvTxn {
 
     /// The value as this request sees it, and whether it came from the store
     /// (as opposed to this request's own writes).
-    fn current(&self, key: &str) -> Result<(Option<Vec<u8>>, bool), Error> {
+    async fn current(&self, key: &str) -> Result<(Option<Vec<u8>>, bool), Error> {
         if let Some(pending) = self.batch.writes.get(key) {
             return Ok((pending.clone(), false));
         }
-        Ok((self.store.get(&self.ns, key).map_err(unavailable)?, true))
+        Ok((
+            self.store.get(&self.ns, key).await.map_err(unavailable)?,
+            true,
+        ))
     }
 
     fn stage(&mut self, key: String, value: Option<Vec<u8>>) -> Result<(), Error> {
@@ -76,7 +79,7 @@ impl KvTxn {
 
     /// Write `new` if the key now holds `expected`, remembering what the store
     /// held so the commit can check that nobody changed it meanwhile.
-    fn conditional_write(
+    async fn conditional_write(
         &mut self,
         key: String,
         expected: Option<&[u8]>,
@@ -84,7 +87,7 @@ impl KvTxn {
     ) -> Result<bool, Error> {
         check_key(&key)?;
         check_value(&new)?;
-        let (current, from_store) = self.current(&key)?;
+        let (current, from_store) = self.current(&key).await?;
         if from_store {
             self.batch
                 .expects
@@ -113,7 +116,7 @@ impl KvTxn {
     /// with this request's own writes merged over them, at most `limit`
     /// entries and [`MAX_SCAN_BYTES`] of keys (and values, when `values`),
     /// though always the first entry if there is one.
-    fn page(
+    async fn page(
         &mut self,
         prefix: &str,
         after: Option<&str>,
@@ -140,6 +143,7 @@ impl KvTxn {
                         values,
                     },
                 )
+                .await
                 .map_err(unavailable)?;
             // Own writes up to the chunk's last key belong to this stretch;
             // past it lie committed keys the store has not returned yet,
@@ -238,7 +242,7 @@ impl Drop for OpTimer {
 }
 
 fn unavailable(e: StoreError) -> Error {
-    Error::Unavailable(e.0)
+    Error::Unavailable(e.to_string())
 }
 
 fn check_key(key: &str) -> Result<(), Error> {
@@ -265,11 +269,11 @@ fn check_value(value: &[u8]) -> Result<(), Error> {
 }
 
 impl Host for Invocation {
-    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, Error> {
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, Error> {
         let _timer = OpTimer::start("get");
         check_key(&key)?;
         self.kv.read_budget()?;
-        let value = self.kv.current(&key)?.0;
+        let value = self.kv.current(&key).await?.0;
         self.kv.read_bytes += value.as_ref().map_or(0, Vec::len);
         Ok(value)
     }
@@ -281,10 +285,10 @@ impl Host for Invocation {
         self.kv.stage(key, Some(value))
     }
 
-    fn delete(&mut self, key: String) -> Result<bool, Error> {
+    async fn delete(&mut self, key: String) -> Result<bool, Error> {
         let _timer = OpTimer::start("delete");
         check_key(&key)?;
-        let (current, from_store) = self.kv.current(&key)?;
+        let (current, from_store) = self.kv.current(&key).await?;
         // The answer is a read the commit re-checks, as for `insert`: of two
         // concurrent deletes only one may find the key, or both callers
         // would act on a deletion that happened once.
@@ -299,7 +303,7 @@ impl Host for Invocation {
         Ok(current.is_some())
     }
 
-    fn list_keys(
+    async fn list_keys(
         &mut self,
         prefix: String,
         start_after: Option<String>,
@@ -308,37 +312,43 @@ impl Host for Invocation {
         let _timer = OpTimer::start("list_keys");
         let page = self
             .kv
-            .page(&prefix, start_after.as_deref(), limit, false)?;
+            .page(&prefix, start_after.as_deref(), limit, false)
+            .await?;
         Ok(page.into_iter().map(|(k, _)| k).collect())
     }
 
-    fn scan(
+    async fn scan(
         &mut self,
         prefix: String,
         start_after: Option<String>,
         limit: u32,
     ) -> Result<Vec<Entry>, Error> {
         let _timer = OpTimer::start("scan");
-        let page = self.kv.page(&prefix, start_after.as_deref(), limit, true)?;
+        let page = self
+            .kv
+            .page(&prefix, start_after.as_deref(), limit, true)
+            .await?;
         Ok(page
             .into_iter()
             .map(|(key, value)| Entry { key, value })
             .collect())
     }
 
-    fn insert(&mut self, key: String, value: Vec<u8>) -> Result<bool, Error> {
+    async fn insert(&mut self, key: String, value: Vec<u8>) -> Result<bool, Error> {
         let _timer = OpTimer::start("insert");
-        self.kv.conditional_write(key, None, value)
+        self.kv.conditional_write(key, None, value).await
     }
 
-    fn compare_and_swap(
+    async fn compare_and_swap(
         &mut self,
         key: String,
         expected: Option<Vec<u8>>,
         new: Vec<u8>,
     ) -> Result<bool, Error> {
         let _timer = OpTimer::start("compare_and_swap");
-        self.kv.conditional_write(key, expected.as_deref(), new)
+        self.kv
+            .conditional_write(key, expected.as_deref(), new)
+            .await
     }
 
     async fn increment(&mut self, key: String, delta: i64) -> Result<i64, Error> {

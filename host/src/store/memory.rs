@@ -2,8 +2,8 @@
 //! component unit tests and anything else that must not touch the disk.
 
 use super::{
-    Commit, Delivery, NewEvent, PendingCommit, PendingIncrement, Retry, Scan, ScanPage, Store,
-    StoreError, WriteBatch, add_to_counter, now_ms,
+    Commit, CounterError, DELIVERY_LEASE_MS, Delivery, NewEvent, Outbox, Retry, Scan, ScanPage,
+    Store, StoreError, WriteBatch, add_to_counter, now_ms,
 };
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -12,16 +12,41 @@ use std::sync::Mutex;
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     data: Mutex<BTreeMap<(String, String), Vec<u8>>>,
-    outbox: Mutex<Outbox>,
+    outbox: Mutex<Deliveries>,
 }
 
 #[derive(Debug, Default)]
-struct Outbox {
+struct Deliveries {
     /// Every event ever committed, in order, for tests to inspect.
     published: Vec<NewEvent>,
-    /// Pending and dead deliveries, with their due time and dead flag.
+    /// Pending and dead deliveries, with their due time (pushed past a
+    /// lease while claimed) and dead flag.
     deliveries: Vec<(Delivery, i64, bool)>,
     next_id: i64,
+}
+
+impl Deliveries {
+    /// One pending delivery of `event` per recipient, due now.
+    fn publish(&mut self, event: NewEvent) -> Vec<Delivery> {
+        let mut added = Vec::new();
+        for recipient in &event.recipients {
+            self.next_id += 1;
+            let delivery = Delivery {
+                id: self.next_id,
+                event_id: event.id.clone(),
+                topic: event.topic.clone(),
+                payload: event.payload.clone(),
+                source: event.source.clone(),
+                recipient: recipient.clone(),
+                attempts: 0,
+                last_error: None,
+            };
+            self.deliveries.push((delivery.clone(), now_ms(), false));
+            added.push(delivery);
+        }
+        self.published.push(event);
+        added
+    }
 }
 
 impl MemoryStore {
@@ -39,12 +64,23 @@ impl MemoryStore {
             .insert((ns.to_string(), key.to_string()), value.to_vec());
     }
 
+    /// Publish `event` outside any request, as a committed batch would,
+    /// and return its deliveries (for tests that deliver by hand).
+    pub fn enqueue(&self, event: NewEvent) -> Vec<Delivery> {
+        self.outbox().publish(event)
+    }
+
+    /// The value of a key, read outside any request (for tests).
+    pub fn value(&self, ns: &str, key: &str) -> Option<Vec<u8>> {
+        self.data().get(&(ns.to_string(), key.to_string())).cloned()
+    }
+
     /// Every event committed so far, recipients or not, oldest first.
     pub fn published(&self) -> Vec<NewEvent> {
         self.outbox().published.clone()
     }
 
-    fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
+    fn outbox(&self) -> std::sync::MutexGuard<'_, Deliveries> {
         self.outbox.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -58,12 +94,13 @@ impl MemoryStore {
     }
 }
 
+#[async_trait::async_trait]
 impl Store for MemoryStore {
-    fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.data().get(&(ns.to_string(), key.to_string())).cloned())
     }
 
-    fn scan(&self, ns: &str, scan: &Scan<'_>) -> Result<ScanPage, StoreError> {
+    async fn scan(&self, ns: &str, scan: &Scan<'_>) -> Result<ScanPage, StoreError> {
         let start = (ns.to_string(), scan.prefix.to_string());
         let data = self.data();
         let range = data
@@ -87,25 +124,32 @@ impl Store for MemoryStore {
         Ok(page)
     }
 
-    fn increment(&self, ns: &str, key: &str, delta: i64) -> PendingIncrement {
+    async fn increment(&self, ns: &str, key: &str, delta: i64) -> Result<i64, CounterError> {
         let mut data = self.data();
         let slot = (ns.to_string(), key.to_string());
         let next = add_to_counter(data.get(&slot).map(Vec::as_slice), delta);
         if let Ok(next) = next {
             data.insert(slot, next.to_string().into_bytes());
         }
-        Box::pin(std::future::ready(next))
+        next
     }
 
-    fn commit(&self, ns: &str, batch: WriteBatch) -> PendingCommit {
+    async fn commit(&self, ns: &str, batch: WriteBatch) -> Result<Commit, StoreError> {
         let mut data = self.data();
         let slot = |key: &str| (ns.to_string(), key.to_string());
         let conflict = batch
             .expects
             .iter()
             .find(|(key, expected)| data.get(&slot(key)) != expected.as_ref());
+        let pending = |id| {
+            self.outbox()
+                .deliveries
+                .iter()
+                .any(|(d, _, dead)| d.id == id && !dead)
+        };
         let outcome = match conflict {
             Some((key, _)) => Commit::Conflict(key.clone()),
+            None if batch.completes.is_some_and(|id| !pending(id)) => Commit::AlreadyDelivered,
             None => {
                 for (key, value) in batch.writes {
                     match value {
@@ -115,21 +159,7 @@ impl Store for MemoryStore {
                 }
                 let mut outbox = self.outbox();
                 for event in batch.events {
-                    for recipient in &event.recipients {
-                        outbox.next_id += 1;
-                        let delivery = Delivery {
-                            id: outbox.next_id,
-                            event_id: event.id.clone(),
-                            topic: event.topic.clone(),
-                            payload: event.payload.clone(),
-                            source: event.source.clone(),
-                            recipient: recipient.clone(),
-                            attempts: 0,
-                            last_error: None,
-                        };
-                        outbox.deliveries.push((delivery, now_ms(), false));
-                    }
-                    outbox.published.push(event);
+                    outbox.publish(event);
                 }
                 if let Some(id) = batch.completes {
                     outbox.deliveries.retain(|(d, _, _)| d.id != id);
@@ -137,25 +167,31 @@ impl Store for MemoryStore {
                 Commit::Done
             }
         };
-        Box::pin(std::future::ready(Ok(outcome)))
+        Ok(outcome)
     }
+}
 
-    fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
-        let outbox = self.outbox();
+#[async_trait::async_trait]
+impl Outbox for MemoryStore {
+    async fn claim_due(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let mut outbox = self.outbox();
         let mut due: Vec<_> = outbox
             .deliveries
-            .iter()
+            .iter_mut()
             .filter(|(_, at, dead)| !dead && *at <= now_ms)
             .collect();
         due.sort_by_key(|(d, at, _)| (*at, d.id));
         Ok(due
             .into_iter()
             .take(limit)
-            .map(|(d, _, _)| d.clone())
+            .map(|(d, at, _)| {
+                *at = now_ms + DELIVERY_LEASE_MS;
+                d.clone()
+            })
             .collect())
     }
 
-    fn fail_delivery(&self, id: i64, error: &str, retry: Retry) -> PendingCommit {
+    async fn fail_delivery(&self, id: i64, error: &str, retry: Retry) -> Result<(), StoreError> {
         let mut outbox = self.outbox();
         if let Some((delivery, at, dead)) =
             outbox.deliveries.iter_mut().find(|(d, _, _)| d.id == id)
@@ -167,10 +203,10 @@ impl Store for MemoryStore {
                 Retry::DeadLetter => *dead = true,
             }
         }
-        Box::pin(std::future::ready(Ok(Commit::Done)))
+        Ok(())
     }
 
-    fn dead_letters(&self) -> Result<Vec<Delivery>, StoreError> {
+    async fn dead_letters(&self) -> Result<Vec<Delivery>, StoreError> {
         Ok(self
             .outbox()
             .deliveries
@@ -180,7 +216,7 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn retry_dead_letter(&self, id: i64) -> Result<bool, StoreError> {
+    async fn retry_dead_letter(&self, id: i64) -> Result<bool, StoreError> {
         let mut outbox = self.outbox();
         match outbox
             .deliveries

@@ -1,7 +1,8 @@
-//! The storage behind the `kv` capability: the [`Store`] trait, the write
-//! batch a request commits, and two backends (durable SQLite, in-memory).
-//! Every method takes a namespace; the host passes the component's name, so a
-//! component can only ever reach its own keys.
+//! The storage behind the `kv` capability and the event outbox: the
+//! [`Store`] and [`Outbox`] traits, the write batch a request commits, and
+//! the backends (durable SQLite, shared PostgreSQL, in-memory). Every
+//! key-value method takes a namespace; the host passes the component's name,
+//! so a component can only ever reach its own keys.
 
 mod files;
 mod lock;
@@ -13,8 +14,24 @@ pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
+use std::sync::Arc;
+
+/// An opened backend, seen through its two halves (one object behind both
+/// for every backend so far).
+#[derive(Clone)]
+pub struct Backend {
+    pub kv: Arc<dyn Store>,
+    pub outbox: Arc<dyn Outbox>,
+}
+
+impl Backend {
+    pub fn new<B: Store + Outbox>(backend: Arc<B>) -> Backend {
+        Backend {
+            kv: backend.clone(),
+            outbox: backend,
+        }
+    }
+}
 
 /// Longest key a component may use, in bytes.
 pub const MAX_KEY_LEN: usize = 512;
@@ -27,30 +44,30 @@ pub const MAX_PAGE: u32 = 1000;
 /// progresses. It bounds what one call makes the host hold in memory.
 pub const MAX_SCAN_BYTES: usize = 1024 * 1024;
 
-/// A store failure, reported to the component as `unavailable`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreError(pub String);
-
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for StoreError {}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError(e.to_string())
-    }
+/// Why the store could not do what was asked. Backends map their own
+/// errors onto these; no backend's error type appears in this module.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached now (a lost connection, a database that
+    /// is restarting, a full disk): the same request may succeed later.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered, but with an error that waiting will not fix.
+    #[error("the store failed: {0}")]
+    Failed(String),
+    /// The store was closed; this process is shutting down.
+    #[error("the store is closed")]
+    Closed,
 }
 
 /// Why a counter could not be incremented.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CounterError {
     /// The key holds something other than a decimal `i64`, or the sum overflows.
+    #[error("{0}")]
     Invalid(String),
-    Store(StoreError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// The writes of one request, applied all together or not at all.
@@ -121,6 +138,11 @@ pub enum Commit {
     Done,
     /// A precondition failed on this key; nothing was written.
     Conflict(String),
+    /// The delivery the batch acknowledges (`completes`) is no longer
+    /// pending: another delivery of it was acknowledged first (by another
+    /// replica, after its lease ran out). Nothing was written, so the event's
+    /// effect is applied once.
+    AlreadyDelivered,
 }
 
 /// What a range scan asks for: keys starting with `prefix` and sorting after
@@ -149,51 +171,67 @@ pub struct ScanPage {
     pub more: bool,
 }
 
-/// A commit in progress; it resolves once the batch is durable or refused.
-pub type PendingCommit = Pin<Box<dyn Future<Output = Result<Commit, StoreError>> + Send>>;
+/// How long a claimed delivery is withheld from other claims: a process
+/// that died while delivering it hands it on after this. It should exceed
+/// the time a delivery takes; if one takes longer, a second process may run
+/// it too, and `completes` still lets only one of them commit.
+pub const DELIVERY_LEASE_MS: i64 = 30_000;
 
-/// An increment in progress; it resolves to the counter's new value.
-pub type PendingIncrement = Pin<Box<dyn Future<Output = Result<i64, CounterError>> + Send>>;
-
-/// A key-value store with per-namespace isolation.
+/// The key-value half of a backend: every component's namespace, and the
+/// transactions requests commit into it.
 ///
-/// Reads are synchronous: a component calls them in the middle of its
-/// execution and they answer from memory or the page cache. `increment` and
-/// `commit` are asynchronous because they wait for the writer thread (and
-/// `commit` for the disk), which a request must not block a thread on.
+/// Every method is asynchronous. A read from PostgreSQL is a network round
+/// trip, which a request awaits (the guest runs as a future) rather than
+/// block a tokio worker on; the SQLite backend answers reads inline from
+/// its page cache, since handing a microsecond read to another thread
+/// would cost more than the read.
+#[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// The committed value of `key`.
-    fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// One page of committed entries in `scan`'s range, bounded in count
     /// and bytes.
-    fn scan(&self, ns: &str, scan: &Scan<'_>) -> Result<ScanPage, StoreError>;
+    async fn scan(&self, ns: &str, scan: &Scan<'_>) -> Result<ScanPage, StoreError>;
 
     /// Add `delta` to the decimal counter under `key`, at once and durably
-    /// no later than any batch committed after this call returns.
-    fn increment(&self, ns: &str, key: &str, delta: i64) -> PendingIncrement;
+    /// no later than any batch committed after this call returns: a
+    /// sequence, never rolled back.
+    async fn increment(&self, ns: &str, key: &str, delta: i64) -> Result<i64, CounterError>;
 
-    /// Check the batch's preconditions and apply its writes atomically.
-    fn commit(&self, ns: &str, batch: WriteBatch) -> PendingCommit;
-
-    /// Up to `limit` live deliveries due at or before `now_ms`, oldest first.
-    fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError>;
-
-    /// Record a failed attempt of delivery `id`, durably.
-    fn fail_delivery(&self, id: i64, error: &str, retry: Retry) -> PendingCommit;
-
-    /// The dead-lettered deliveries, oldest first.
-    fn dead_letters(&self) -> Result<Vec<Delivery>, StoreError>;
-
-    /// Put a dead-lettered delivery back in the queue with a fresh attempt
-    /// count. Returns whether there was such a dead letter.
-    fn retry_dead_letter(&self, id: i64) -> Result<bool, StoreError>;
+    /// Check the batch's preconditions (and that the delivery it
+    /// `completes` is still pending) and apply its writes and events
+    /// atomically; resolves once they are durable, or refused.
+    async fn commit(&self, ns: &str, batch: WriteBatch) -> Result<Commit, StoreError>;
 
     /// Why the store cannot commit writes now, if it cannot: the error of
     /// its last commit, until a later one succeeds. `/readyz` reports it.
     fn write_failure(&self) -> Option<String> {
         None
     }
+}
+
+/// The delivery half of a backend: the outbox rows that [`Store::commit`]
+/// wrote for published events, handed to subscribers. Writing the rows
+/// stays in the key-value transaction (an event commits with the writes that
+/// caused it); taking them out is this trait's business, so a broker can
+/// take it over without touching the key-value store.
+#[async_trait::async_trait]
+pub trait Outbox: Send + Sync + 'static {
+    /// Up to `limit` live deliveries due at or before `now_ms`, oldest
+    /// first, each leased to the caller for [`DELIVERY_LEASE_MS`]: no other
+    /// claim returns it until the lease ends or it is failed.
+    async fn claim_due(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Record a failed attempt of delivery `id`, durably, ending its lease.
+    async fn fail_delivery(&self, id: i64, error: &str, retry: Retry) -> Result<(), StoreError>;
+
+    /// The dead-lettered deliveries, oldest first.
+    async fn dead_letters(&self) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Put a dead-lettered delivery back in the queue with a fresh attempt
+    /// count. Returns whether there was such a dead letter.
+    async fn retry_dead_letter(&self, id: i64) -> Result<bool, StoreError>;
 }
 
 /// Milliseconds since the Unix epoch, the clock deliveries are scheduled on.

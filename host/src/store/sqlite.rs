@@ -3,12 +3,11 @@
 //! A commit is acknowledged only after the fsync that made it durable.
 
 use super::{
-    Commit, CounterError, Delivery, PendingCommit, PendingIncrement, Retry, Scan, ScanPage, Store,
+    Commit, CounterError, DELIVERY_LEASE_MS, Delivery, Outbox, Retry, Scan, ScanPage, Store,
     StoreError, WriteBatch, add_to_counter, now_ms,
 };
 use anyhow::Context as _;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -25,7 +24,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Tables: `kv` holds every component's keys, keyed by namespace; `deliveries`
 /// holds one row per event owed to a subscriber (the outbox), removed when
-/// the subscriber acknowledges it or kept with `dead = 1` once dead-lettered.
+/// the subscriber acknowledges it or kept with `dead = 1` once dead-lettered,
+/// and not due again before `leased_until` once claimed.
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS kv (
         ns TEXT NOT NULL,
@@ -43,7 +43,8 @@ const SCHEMA: &str = "
         attempts INTEGER NOT NULL DEFAULT 0,
         next_at INTEGER NOT NULL,
         dead INTEGER NOT NULL DEFAULT 0,
-        last_error TEXT
+        last_error TEXT,
+        leased_until INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (dead, next_at);
     CREATE TABLE IF NOT EXISTS meta (
@@ -84,7 +85,7 @@ impl Health {
                     tracing::info!("the store commits writes again");
                 }
             }
-            Err(e) => *failure = Some(e.0.clone()),
+            Err(e) => *failure = Some(e.to_string()),
         }
     }
 }
@@ -109,7 +110,12 @@ enum WriteOp {
     },
     RetryDeadLetter {
         id: i64,
-        reply: mpsc::SyncSender<Result<bool, StoreError>>,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    Claim {
+        now_ms: i64,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<Delivery>, StoreError>>,
     },
     /// A real write to the `meta` table, committed like any other, to
     /// prove the store can commit.
@@ -135,6 +141,7 @@ impl SqliteStore {
             .map_err(anyhow::Error::from)
             .and_then(|()| quick_check(&conn))
             .and_then(|()| Ok(conn.execute_batch(SCHEMA)?))
+            .and_then(|()| upgrade(&conn))
             .with_context(|| {
                 format!(
                     "the store {} is damaged or unreadable: restore it from a backup, or move it aside to start with an empty store",
@@ -159,10 +166,23 @@ impl SqliteStore {
 
     /// Commit a small write to the `meta` table, to prove the store can
     /// commit. Its outcome also sets what [`Store::write_failure`] reports.
-    pub fn probe(&self) -> PendingCommit {
+    pub async fn probe(&self) -> Result<Commit, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let sent = self.send(WriteOp::Probe { reply });
-        pending(sent, answer)
+        self.send(WriteOp::Probe { reply })?;
+        answered(answer).await
+    }
+
+    /// Hand back every delivery claimed by an earlier run of this process:
+    /// a server that holds the data directory's lock is the only one that
+    /// can have claimed them, and it is not delivering them any more.
+    pub fn release_claims(&self) -> Result<(), StoreError> {
+        let conn = Connection::open(&self.path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.execute(
+            "UPDATE deliveries SET leased_until = 0 WHERE leased_until <> 0",
+            [],
+        )?;
+        Ok(())
     }
 
     /// Until `stop` resolves, probe the store once a second unless a commit
@@ -192,10 +212,8 @@ impl SqliteStore {
     fn send(&self, op: WriteOp) -> Result<(), StoreError> {
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         match writer.as_ref() {
-            Some(tx) => tx
-                .send(op)
-                .map_err(|_| StoreError("the store writer has stopped".into())),
-            None => Err(StoreError("the store is closed".into())),
+            Some(tx) => tx.send(op).map_err(|_| StoreError::Closed),
+            None => Err(StoreError::Closed),
         }
     }
 
@@ -243,16 +261,13 @@ impl Drop for SqliteStore {
     }
 }
 
+#[async_trait::async_trait]
 impl Store for SqliteStore {
-    fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.with_reader(|conn| {
-            conn.prepare_cached("SELECT value FROM kv WHERE ns = ?1 AND key = ?2")?
-                .query_row(params![ns, key], |row| row.get(0))
-                .optional()
-        })
+    async fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with_reader(|conn| read(conn, ns, key))
     }
 
-    fn scan(&self, ns: &str, scan: &Scan<'_>) -> Result<ScanPage, StoreError> {
+    async fn scan(&self, ns: &str, scan: &Scan<'_>) -> Result<ScanPage, StoreError> {
         // Keys compare as UTF-8 bytes (BINARY collation), and U+10FFFF is the
         // largest character, so the prefix's keys sort below `end`.
         let end = format!("{}\u{10FFFF}", scan.prefix);
@@ -289,69 +304,25 @@ impl Store for SqliteStore {
         })
     }
 
-    fn increment(&self, ns: &str, key: &str, delta: i64) -> PendingIncrement {
+    async fn increment(&self, ns: &str, key: &str, delta: i64) -> Result<i64, CounterError> {
         let (reply, answer) = oneshot::channel();
-        let sent = self.send(WriteOp::Increment {
+        self.send(WriteOp::Increment {
             ns: ns.to_string(),
             key: key.to_string(),
             delta,
             reply,
-        });
-        Box::pin(async move {
-            sent.map_err(CounterError::Store)?;
-            answer.await.map_err(|_| {
-                CounterError::Store(StoreError("the store writer has stopped".into()))
-            })?
-        })
+        })?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    fn commit(&self, ns: &str, batch: WriteBatch) -> PendingCommit {
+    async fn commit(&self, ns: &str, batch: WriteBatch) -> Result<Commit, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let sent = self.send(WriteOp::Commit {
+        self.send(WriteOp::Commit {
             ns: ns.to_string(),
             batch,
             reply,
-        });
-        pending(sent, answer)
-    }
-
-    fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with_reader(|conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "{DELIVERY_COLUMNS} WHERE dead = 0 AND next_at <= ?1 ORDER BY next_at, id LIMIT ?2"
-            ))?;
-            let rows = stmt.query_map(params![now_ms, limit], delivery_row)?;
-            rows.collect()
-        })
-    }
-
-    fn fail_delivery(&self, id: i64, error: &str, retry: Retry) -> PendingCommit {
-        let (reply, answer) = oneshot::channel();
-        let sent = self.send(WriteOp::FailDelivery {
-            id,
-            error: error.to_string(),
-            retry,
-            reply,
-        });
-        pending(sent, answer)
-    }
-
-    fn dead_letters(&self) -> Result<Vec<Delivery>, StoreError> {
-        self.with_reader(|conn| {
-            let mut stmt =
-                conn.prepare_cached(&format!("{DELIVERY_COLUMNS} WHERE dead = 1 ORDER BY id"))?;
-            let rows = stmt.query_map([], delivery_row)?;
-            rows.collect()
-        })
-    }
-
-    fn retry_dead_letter(&self, id: i64) -> Result<bool, StoreError> {
-        let (reply, answer) = mpsc::sync_channel(1);
-        self.send(WriteOp::RetryDeadLetter { id, reply })?;
-        answer
-            .recv()
-            .map_err(|_| StoreError("the store writer has stopped".into()))?
+        })?;
+        answered(answer).await
     }
 
     fn write_failure(&self) -> Option<String> {
@@ -360,6 +331,84 @@ impl Store for SqliteStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl Outbox for SqliteStore {
+    async fn claim_due(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        // Most polls find nothing due; only a claim that found rows writes.
+        let due = self.with_reader(|conn| {
+            conn.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM deliveries
+                 WHERE dead = 0 AND next_at <= ?1 AND leased_until <= ?1)",
+            )?
+            .query_row(params![now_ms], |row| row.get::<_, bool>(0))
+        })?;
+        if !due {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(WriteOp::Claim {
+            now_ms,
+            limit,
+            reply,
+        })?;
+        answered(answer).await
+    }
+
+    async fn fail_delivery(&self, id: i64, error: &str, retry: Retry) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(WriteOp::FailDelivery {
+            id,
+            error: error.to_string(),
+            retry,
+            reply,
+        })?;
+        answered(answer).await.map(drop)
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<Delivery>, StoreError> {
+        self.with_reader(|conn| {
+            let mut stmt =
+                conn.prepare_cached(&format!("{DELIVERY_COLUMNS} WHERE dead = 1 ORDER BY id"))?;
+            let rows = stmt.query_map([], delivery_row)?;
+            rows.collect()
+        })
+    }
+
+    async fn retry_dead_letter(&self, id: i64) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(WriteOp::RetryDeadLetter { id, reply })?;
+        answered(answer).await
+    }
+}
+
+/// Bring a store made by an older Berth up to this schema.
+fn upgrade(conn: &Connection) -> anyhow::Result<()> {
+    let has_lease = conn
+        .prepare("SELECT 1 FROM pragma_table_info('deliveries') WHERE name = 'leased_until'")?
+        .exists([])?;
+    if !has_lease {
+        conn.execute_batch(
+            "ALTER TABLE deliveries ADD COLUMN leased_until INTEGER NOT NULL DEFAULT 0",
+        )?;
+    }
+    Ok(())
+}
+
+/// SQLite's errors, as the store's: those that waiting may cure (a lock
+/// held too long, a full disk, a failing device, a file made read-only)
+/// are `Unavailable`, the rest `Failed`.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode::*;
+        match e.sqlite_error_code() {
+            Some(
+                DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | ReadOnly | CannotOpen,
+            ) => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Failed(e.to_string()),
+        }
     }
 }
 
@@ -393,17 +442,9 @@ fn delivery_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
     })
 }
 
-/// Wait for the writer's answer to an operation that may not have been sent.
-fn pending(
-    sent: Result<(), StoreError>,
-    answer: oneshot::Receiver<Result<Commit, StoreError>>,
-) -> PendingCommit {
-    Box::pin(async move {
-        sent?;
-        answer
-            .await
-            .map_err(|_| StoreError("the store writer stopped before committing".into()))?
-    })
+/// The writer's answer to an operation it was sent.
+async fn answered<T>(answer: oneshot::Receiver<Result<T, StoreError>>) -> Result<T, StoreError> {
+    answer.await.map_err(|_| StoreError::Closed)?
 }
 
 /// The writer thread: take every queued operation, apply them in one
@@ -436,6 +477,7 @@ fn apply_group(conn: &mut Connection, group: Vec<WriteOp>, health: &Health) {
     };
     let mut acks = Vec::new();
     let mut retries = Vec::new();
+    let mut claims = Vec::new();
     for op in group {
         match op {
             WriteOp::Increment {
@@ -473,6 +515,14 @@ fn apply_group(conn: &mut Connection, group: Vec<WriteOp>, health: &Health) {
                 let outcome = retry_dead_letter(&tx, id).map_err(StoreError::from);
                 retries.push((reply, outcome));
             }
+            WriteOp::Claim {
+                now_ms,
+                limit,
+                reply,
+            } => {
+                let outcome = claim(&tx, now_ms, limit).map_err(StoreError::from);
+                claims.push((reply, outcome));
+            }
             WriteOp::Probe { reply } => {
                 let outcome = tx
                     .execute(
@@ -494,6 +544,9 @@ fn apply_group(conn: &mut Connection, group: Vec<WriteOp>, health: &Health) {
             for (reply, outcome) in retries {
                 let _ = reply.send(outcome);
             }
+            for (reply, outcome) in claims {
+                let _ = reply.send(outcome);
+            }
         }
         Err(e) => {
             let e = StoreError::from(e);
@@ -503,6 +556,9 @@ fn apply_group(conn: &mut Connection, group: Vec<WriteOp>, health: &Health) {
                 let _ = reply.send(Err(e.clone()));
             }
             for (reply, _) in retries {
+                let _ = reply.send(Err(e.clone()));
+            }
+            for (reply, _) in claims {
                 let _ = reply.send(Err(e.clone()));
             }
         }
@@ -533,6 +589,9 @@ fn fail_group(group: Vec<WriteOp>, e: &StoreError) {
                 let _ = reply.send(Err(e.clone()));
             }
             WriteOp::RetryDeadLetter { reply, .. } => {
+                let _ = reply.send(Err(e.clone()));
+            }
+            WriteOp::Claim { reply, .. } => {
                 let _ = reply.send(Err(e.clone()));
             }
         }
@@ -574,6 +633,14 @@ fn apply_batch(conn: &Connection, ns: &str, batch: &WriteBatch) -> Result<Commit
             return Ok(Commit::Conflict(key.clone()));
         }
     }
+    if let Some(id) = batch.completes {
+        let pending = conn
+            .prepare_cached("SELECT 1 FROM deliveries WHERE id = ?1 AND dead = 0")?
+            .exists(params![id])?;
+        if !pending {
+            return Ok(Commit::AlreadyDelivered);
+        }
+    }
     for (key, value) in &batch.writes {
         write(conn, ns, key, value.as_deref())?;
     }
@@ -607,8 +674,8 @@ fn fail_delivery(conn: &Connection, id: i64, error: &str, retry: &Retry) -> rusq
         Retry::DeadLetter => (1, 0),
     };
     conn.prepare_cached(
-        "UPDATE deliveries SET attempts = attempts + 1, last_error = ?2, dead = ?3, next_at = ?4
-         WHERE id = ?1",
+        "UPDATE deliveries SET attempts = attempts + 1, last_error = ?2, dead = ?3, next_at = ?4,
+         leased_until = 0 WHERE id = ?1",
     )?
     .execute(params![id, error, dead, next_at])
     .map(drop)
@@ -616,8 +683,26 @@ fn fail_delivery(conn: &Connection, id: i64, error: &str, retry: &Retry) -> rusq
 
 fn retry_dead_letter(conn: &Connection, id: i64) -> rusqlite::Result<bool> {
     conn.prepare_cached(
-        "UPDATE deliveries SET dead = 0, attempts = 0, next_at = ?2 WHERE id = ?1 AND dead = 1",
+        "UPDATE deliveries SET dead = 0, attempts = 0, next_at = ?2, leased_until = 0
+         WHERE id = ?1 AND dead = 1",
     )?
     .execute(params![id, now_ms()])
     .map(|changed| changed == 1)
+}
+
+/// Lease up to `limit` due deliveries, oldest first.
+fn claim(conn: &Connection, now_ms: i64, limit: usize) -> rusqlite::Result<Vec<Delivery>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let due = conn
+        .prepare_cached(&format!(
+            "{DELIVERY_COLUMNS} WHERE dead = 0 AND next_at <= ?1 AND leased_until <= ?1
+             ORDER BY next_at, id LIMIT ?2"
+        ))?
+        .query_map(params![now_ms, limit], delivery_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut lease = conn.prepare_cached("UPDATE deliveries SET leased_until = ?2 WHERE id = ?1")?;
+    for delivery in &due {
+        lease.execute(params![delivery.id, now_ms + DELIVERY_LEASE_MS])?;
+    }
+    Ok(due)
 }
