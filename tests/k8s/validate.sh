@@ -1,21 +1,34 @@
 #!/usr/bin/env bash
-# Validates the Kubernetes manifests in deploy/k8s (or DIR):
+# Validates the Kubernetes manifests in deploy/k8s (or ROOT): the shared
+# base/ and the two variants built on it, embedded/ and scale-out/.
 #   1. yamllint --strict (the repository's .yamllint), on every file;
-#   2. kubernetes-validate --strict against the newest Kubernetes version it
-#      knows, on every resource: unknown fields and wrong types fail;
-#   (if kubectl is installed, also the output of `kubectl kustomize`);
-#   3. the kustomization lists exactly the resources in the folder, and the
-#      Deployment keeps the invariants the store needs (one replica,
-#      Recreate, a grace period above the drain timeout, a valid manifest).
-# Then, without DIR, it checks that it rejects a broken copy of the folder.
-# The tools go into a virtualenv in a cache folder, pinned.
+#   2. each kustomization lists exactly the files in its folder, and there
+#      is no variant this script does not know;
+#   3. each variant is rendered as `kubectl apply -k` renders it: by
+#      `kubectl kustomize` where kubectl is installed (the project's
+#      machines have it), else by tests/k8s/kustomize.py, a small renderer of
+#      just the kustomize features used here. Where kubectl is there, the two
+#      renderings must agree, so the fallback cannot drift;
+#   4. kubernetes-validate --strict on each rendering, against the newest
+#      Kubernetes version it knows: unknown fields and wrong types fail;
+#   5. tests/k8s/invariants.py on each rendering: what its store needs
+#      (embedded: one replica, Recreate, /data on a claim; scale-out: several
+#      replicas, a rolling update that never lowers the serving count, no
+#      claim, BERTH_STORE from a Secret, a PodDisruptionBudget, a writable
+#      cache) and what both need (probes, security context, a grace period
+#      above preStop + drain, a valid manifest).
+# Then, without ROOT, it checks that it rejects broken copies, each for the
+# reason it was broken. The tools go into a virtualenv in a cache folder,
+# pinned. BERTH_KUSTOMIZE=python renders with the fallback even where
+# kubectl is installed.
 #
-# Usage: tests/k8s/validate.sh [DIR]
+# Usage: tests/k8s/validate.sh [ROOT]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 KUBERNETES_VALIDATE_VERSION=1.37.0
 YAMLLINT_VERSION=1.38.0
+VARIANTS=(embedded scale-out)
 venv="${BERTH_VALIDATE_VENV:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/berth/k8s-validate-venv}"
 
 setup_venv() {
@@ -30,159 +43,91 @@ setup_venv() {
     fi
 }
 
-# validate DIR: prints what it checks; returns non-zero on any failure.
-validate() {
-    local dir="$1" failed=0 k8s_version
-    local files=("$dir"/*.yaml)
-    [ -e "${files[0]}" ] || { echo "FAIL: no .yaml files in $dir"; return 1; }
+# render DIR OUT: writes what `kubectl apply -k DIR` would apply to OUT.
+render() {
+    if command -v kubectl >/dev/null && [ "${BERTH_KUSTOMIZE:-}" != python ]; then
+        kubectl kustomize "$1" >"$2" || return 1
+        "$venv/bin/python" tests/k8s/kustomize.py "$1" --same-as "$2"
+    else
+        "$venv/bin/python" tests/k8s/kustomize.py "$1" >"$2"
+    fi
+}
 
-    echo "--- yamllint --strict"
+# validate ROOT: prints what it checks; returns non-zero on any failure.
+validate() {
+    local root="$1" failed=0 renderer out
+    local files
+    mapfile -t files < <(find "$root" -name '*.yaml' | sort)
+    [ "${#files[@]}" -gt 0 ] || { echo "FAIL: no .yaml files in $root"; return 1; }
+
+    echo "--- yamllint --strict, ${#files[@]} files"
     "$venv/bin/yamllint" --strict --config-file .yamllint "${files[@]}" || failed=1
 
-    k8s_version="$("$venv/bin/python" -c \
-        'import kubernetes_validate.utils as u; print(u.latest_version())')"
-    echo "--- kubernetes-validate --strict, Kubernetes $k8s_version"
-    local resources=()
-    for f in "${files[@]}"; do
-        [ "$(basename "$f")" = kustomization.yaml ] || resources+=("$f")
-    done
-    "$venv/bin/kubernetes-validate" --strict --kubernetes-version "$k8s_version" \
-        "${resources[@]}" || failed=1
+    echo "--- layout"
+    "$venv/bin/python" tests/k8s/invariants.py layout "$root" || failed=1
 
-    if command -v kubectl >/dev/null; then
-        echo "--- kubectl kustomize, then kubernetes-validate --strict on the result"
-        local rendered
-        rendered="$(mktemp --suffix=.yaml)"
-        if kubectl kustomize "$dir" >"$rendered"; then
-            "$venv/bin/kubernetes-validate" --strict --kubernetes-version "$k8s_version" \
-                "$rendered" || failed=1
-        else
-            failed=1
-        fi
-        rm -f "$rendered"
-    else
-        echo "--- (no kubectl here: the kustomization is checked below, not rendered)"
+    renderer="tests/k8s/kustomize.py"
+    if command -v kubectl >/dev/null && [ "${BERTH_KUSTOMIZE:-}" != python ]; then
+        renderer="kubectl kustomize (and tests/k8s/kustomize.py agrees)"
     fi
-
-    echo "--- kustomization and deployment invariants"
-    "$venv/bin/python" - "$dir" <<'PY' || failed=1
-import pathlib, re, sys, tomllib, yaml
-
-d = pathlib.Path(sys.argv[1])
-errors = []
-docs = {}
-for f in sorted(d.glob("*.yaml")):
-    loaded = [x for x in yaml.safe_load_all(f.read_text()) if x is not None]
-    if len(loaded) != 1:
-        errors.append(f"{f.name}: expected one document, found {len(loaded)}")
-        continue
-    docs[f.name] = loaded[0]
-
-k = docs.pop("kustomization.yaml", None)
-if k is None:
-    errors.append("kustomization.yaml is missing")
-else:
-    if k.get("kind") != "Kustomization":
-        errors.append("kustomization.yaml: kind is not Kustomization")
-    listed = k.get("resources") or []
-    for r in listed:
-        if r not in docs:
-            errors.append(f"kustomization.yaml lists {r}, which is not in {d}")
-    for name in docs:
-        if name not in listed:
-            errors.append(f"{name} is not listed in kustomization.yaml")
-
-by_kind = {}
-for name, doc in docs.items():
-    by_kind.setdefault(doc.get("kind"), []).append((name, doc))
-
-deps = by_kind.get("Deployment", [])
-if len(deps) != 1:
-    errors.append(f"expected one Deployment, found {len(deps)}")
-for name, dep in deps:
-    spec = dep["spec"]
-    pod = spec["template"]["spec"]
-    if spec.get("replicas") != 1:
-        errors.append(f"{name}: replicas must be 1 (single-writer store), not {spec.get('replicas')}")
-    if (spec.get("strategy") or {}).get("type") != "Recreate":
-        errors.append(f"{name}: strategy must be Recreate, so two pods never share the store")
-    (c,) = pod["containers"]
-    args = c.get("args", [])
-    drain = 20  # berth's default --drain-timeout-secs
-    for i, a in enumerate(args):
-        m = re.fullmatch(r"--drain-timeout-secs(?:=(\d+))?", a)
-        if m:
-            drain = int(m.group(1) or args[i + 1])
-    pre_stop = (((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get("seconds", 0)
-    grace = pod.get("terminationGracePeriodSeconds", 30)
-    if grace <= drain + pre_stop:
-        errors.append(f"{name}: terminationGracePeriodSeconds {grace} must exceed preStop {pre_stop} s + drain {drain} s")
-    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
-        got = ((c.get(probe) or {}).get("httpGet") or {}).get("path")
-        if got != path:
-            errors.append(f"{name}: {probe} must GET {path}, not {got}")
-    sc, psc = c.get("securityContext") or {}, pod.get("securityContext") or {}
-    want = {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False}
-    for key, value in want.items():
-        if sc.get(key) is not value:
-            errors.append(f"{name}: securityContext.{key} must be {value}")
-    if not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")):
-        errors.append(f"{name}: runAsNonRoot must be true")
-    if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []):
-        errors.append(f"{name}: capabilities must drop ALL")
-    if ((sc.get("seccompProfile") or psc.get("seccompProfile")) or {}).get("type") != "RuntimeDefault":
-        errors.append(f"{name}: seccompProfile must be RuntimeDefault")
-    if not (c.get("resources") or {}).get("limits") or not (c.get("resources") or {}).get("requests"):
-        errors.append(f"{name}: resources need requests and limits")
-    mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
-    vols = {v["name"]: v for v in pod.get("volumes", [])}
-    manifest_arg = next((a.split("=", 1)[1] for a in args if a.startswith("--manifest=")), None)
-    if manifest_arg is None:
-        errors.append(f"{name}: berth is not given --manifest=FILE")
-    for vname, v in vols.items():
-        if vname not in mounts:
-            errors.append(f"{name}: volume {vname} is not mounted")
-        if "configMap" in v and manifest_arg:
-            key = manifest_arg.rsplit("/", 1)[-1]
-            cms = [doc for _, doc in by_kind.get("ConfigMap", [])
-                   if doc["metadata"]["name"] == v["configMap"]["name"]]
-            if not cms:
-                errors.append(f"{name}: ConfigMap {v['configMap']['name']} is not in {d}")
-            elif key not in cms[0].get("data", {}):
-                errors.append(f"ConfigMap {v['configMap']['name']} has no key {key}")
-            else:
-                try:
-                    m = tomllib.loads(cms[0]["data"][key])
-                    for cname, comp in m["components"].items():
-                        if not comp.get("wasm") or not comp.get("routes"):
-                            errors.append(f"manifest: component {cname} needs wasm and routes")
-                except (tomllib.TOMLDecodeError, KeyError, AttributeError) as e:
-                    errors.append(f"ConfigMap {v['configMap']['name']}: {key} is not a berth manifest: {e}")
-    if "persistentVolumeClaim" in vols.get(
-        next((n for n, p in mounts.items() if p == "/data"), ""), {}
-    ):
-        claim = vols[next(n for n, p in mounts.items() if p == "/data")]["persistentVolumeClaim"]["claimName"]
-        if not any(doc["metadata"]["name"] == claim for _, doc in by_kind.get("PersistentVolumeClaim", [])):
-            errors.append(f"{name}: PersistentVolumeClaim {claim} is not in {d}")
-    else:
-        errors.append(f"{name}: /data must be a PersistentVolumeClaim")
-
-for _, svc in by_kind.get("Service", []):
-    sel = svc["spec"].get("selector") or {}
-    labels = deps[0][1]["spec"]["template"]["metadata"].get("labels", {}) if deps else {}
-    if not sel or any(labels.get(k) != v for k, v in sel.items()):
-        errors.append(f"Service {svc['metadata']['name']}: selector {sel} matches no pod")
-
-for e in errors:
-    print(f"FAIL: {e}")
-if errors:
-    sys.exit(1)
-print(f"ok: {len(docs)} resources listed, replicas 1, Recreate, probes, security context, manifest")
-PY
+    out="$(mktemp -d)"
+    for variant in "${VARIANTS[@]}"; do
+        echo "--- $variant: rendered by $renderer"
+        if ! render "$root/$variant" "$out/$variant.yaml"; then
+            failed=1
+            continue
+        fi
+        echo "--- $variant: kubernetes-validate --strict, Kubernetes $k8s_version"
+        "$venv/bin/kubernetes-validate" --strict --kubernetes-version "$k8s_version" \
+            "$out/$variant.yaml" || failed=1
+        echo "--- $variant: invariants"
+        "$venv/bin/python" tests/k8s/invariants.py "$variant" "$out/$variant.yaml" || failed=1
+    done
+    rm -rf "$out"
     return "$failed"
 }
 
+# break_copy NAME ROOT: breaks the copy ROOT one way; prints the file changed
+# and, after a tab, what the validator must say about it.
+break_copy() {
+    local file expect
+    case "$1" in
+        unknown-field)
+            file=base/deployment.yaml expect="'enableServiceLink' was unexpected"
+            sed -i 's/enableServiceLinks:/enableServiceLink:/' "$2/$file" ;;
+        wrong-type)
+            file=base/deployment.yaml expect="'eighty' is not of type 'integer'"
+            sed -i 's/containerPort: 8080/containerPort: "eighty"/' "$2/$file" ;;
+        short-grace)
+            file=base/deployment.yaml expect="terminationGracePeriodSeconds 25 must exceed"
+            sed -i 's/terminationGracePeriodSeconds: 35/terminationGracePeriodSeconds: 25/' \
+                "$2/$file" ;;
+        embedded-two-replicas)
+            file=embedded/deployment-patch.yaml expect="replicas must be 1"
+            sed -i 's/^  replicas: 1$/  replicas: 2/' "$2/$file" ;;
+        scale-out-with-a-claim)
+            file=scale-out/deployment-patch.yaml expect="no PersistentVolumeClaim"
+            sed -i '/^          emptyDir:$/,/sizeLimit/c\          persistentVolumeClaim:\n            claimName: berth-cache' \
+                "$2/$file" ;;
+        scale-out-literal-store)
+            file=scale-out/deployment-patch.yaml
+            expect="BERTH_STORE must come from a secretKeyRef"
+            sed -i '/^              valueFrom:$/,/key: url$/c\              value: postgres://berth:hunter2@db.example:5432/berth' \
+                "$2/$file" ;;
+        scale-out-losing-a-replica)
+            file=scale-out/deployment-patch.yaml expect="maxUnavailable must be 0"
+            sed -i 's/maxUnavailable: 0/maxUnavailable: 1/' "$2/$file" ;;
+        scale-out-no-pdb)
+            file=scale-out/kustomization.yaml expect="no PodDisruptionBudget"
+            sed -i '/^  - pdb.yaml$/d' "$2/$file" ;;
+        *) return 1 ;;
+    esac
+    printf '%s\t%s\n' "$file" "$expect"
+}
+
 setup_venv
+k8s_version="$("$venv/bin/python" -c \
+    'import kubernetes_validate.utils as u; print(u.latest_version())')"
 target="${1:-deploy/k8s}"
 echo "=== validating $target"
 if ! validate "$target"; then
@@ -192,18 +137,16 @@ fi
 echo "PASS: $target"
 
 if [ $# -eq 0 ]; then
-    # The validator must reject what is wrong: break a copy three ways.
+    # The validator must reject what is wrong, and for the right reason.
     scratch="$(mktemp -d)"
     trap 'rm -rf "$scratch"' EXIT
-    for breakage in unknown-field wrong-type two-replicas; do
+    for breakage in unknown-field wrong-type short-grace embedded-two-replicas \
+        scale-out-with-a-claim scale-out-literal-store scale-out-losing-a-replica \
+        scale-out-no-pdb; do
         rm -rf "$scratch/k8s" && cp -r "$target" "$scratch/k8s"
-        case "$breakage" in
-            unknown-field) sed -i 's/^  strategy:/  stratgy:/' "$scratch/k8s/deployment.yaml" ;;
-            wrong-type) sed -i 's/containerPort: 8080/containerPort: "eighty"/' "$scratch/k8s/deployment.yaml" ;;
-            two-replicas) sed -i 's/^  replicas: 1/  replicas: 2/' "$scratch/k8s/deployment.yaml" ;;
-        esac
-        if cmp -s "$target/deployment.yaml" "$scratch/k8s/deployment.yaml"; then
-            echo "FAIL: self-check $breakage did not change the copy"
+        IFS=$'\t' read -r file expect < <(break_copy "$breakage" "$scratch/k8s")
+        if [ -z "$file" ] || cmp -s "$target/$file" "$scratch/k8s/$file"; then
+            echo "FAIL: self-check $breakage did not change $file"
             exit 1
         fi
         if validate "$scratch/k8s" >"$scratch/out" 2>&1; then
@@ -211,7 +154,13 @@ if [ $# -eq 0 ]; then
             echo "FAIL: a copy with $breakage passed validation"
             exit 1
         fi
-        echo "ok: a copy with $breakage is rejected: $(grep -m1 -iE 'error|fail' "$scratch/out" | cut -c1-160)"
+        if ! grep -qF -- "$expect" "$scratch/out"; then
+            cat "$scratch/out"
+            echo "FAIL: a copy with $breakage was rejected, but not for saying: $expect"
+            exit 1
+        fi
+        echo "ok: a copy with $breakage is rejected: $(grep -m1 -F -- "$expect" "$scratch/out" |
+            sed 's/^ERROR .* against version [0-9.]*: //' | cut -c1-150)"
     done
 fi
 echo "PASS: Kubernetes manifests"
