@@ -5,6 +5,7 @@
 //! so a component can only ever reach its own keys.
 
 mod files;
+mod health;
 mod lock;
 mod memory;
 mod sqlite;
