@@ -274,3 +274,24 @@ pub(crate) fn add_to_counter(current: Option<&[u8]>, delta: i64) -> Result<i64, 
         .checked_add(delta)
         .ok_or_else(|| CounterError::Invalid(format!("counter overflow: {value} + {delta}")))
 }
+
+/// The least string above every string that starts with `prefix`, so a
+/// prefix's keys are exactly those in `prefix..end` in byte (and so
+/// character) order; `None` when no string is (`prefix` is empty or all
+/// U+10FFFF), and the range has no upper end. Appending U+10FFFF to the
+/// prefix instead would leave out the keys that continue it with U+10FFFF.
+pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        // The next scalar value: surrogates are not characters.
+        let next = match last {
+            '\u{D7FF}' => Some('\u{E000}'),
+            c => char::from_u32(u32::from(c) + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}

@@ -5,7 +5,7 @@
 use super::health::Health;
 use super::{
     Commit, CounterError, DELIVERY_LEASE_MS, Delivery, Outbox, Retry, Scan, ScanPage, Store,
-    StoreError, WriteBatch, add_to_counter, now_ms,
+    StoreError, WriteBatch, add_to_counter, now_ms, prefix_end,
 };
 use anyhow::Context as _;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
@@ -229,27 +229,32 @@ impl Store for SqliteStore {
     }
 
     async fn scan(&self, ns: &str, scan: &Scan<'_>) -> Result<ScanPage, StoreError> {
-        // Keys compare as UTF-8 bytes (BINARY collation), and U+10FFFF is the
-        // largest character, so the prefix's keys sort below `end`.
-        let end = format!("{}\u{10FFFF}", scan.prefix);
+        // Keys compare as UTF-8 bytes (BINARY collation), the order of their
+        // characters, so the prefix's keys are those from the prefix up to
+        // its successor (none when it is empty or all U+10FFFF).
+        let end = prefix_end(scan.prefix);
         let after = scan.after.unwrap_or("");
         // One row past the limit tells whether the range goes on.
         let limit = i64::try_from(scan.limit.saturating_add(1)).unwrap_or(i64::MAX);
         // The row that would overflow the byte budget is refused on its
         // `length` before its value is copied out; keys-only scans do not
         // select the values at all.
-        let sql = if scan.values {
-            "SELECT key, length(value), value FROM kv
-             WHERE ns = ?1 AND key >= ?2 AND key < ?3 AND key > ?4
-             ORDER BY key LIMIT ?5"
+        let columns = if scan.values {
+            "key, length(value), value"
         } else {
-            "SELECT key, 0, NULL FROM kv
-             WHERE ns = ?1 AND key >= ?2 AND key < ?3 AND key > ?4
-             ORDER BY key LIMIT ?5"
+            "key, 0, NULL"
         };
+        let below_end = if end.is_some() { "AND key < ?5" } else { "" };
+        let sql = format!(
+            "SELECT {columns} FROM kv WHERE ns = ?1 AND key >= ?2 AND key > ?3 {below_end}
+             ORDER BY key LIMIT ?4"
+        );
         self.with_reader(|conn| {
-            let mut stmt = conn.prepare_cached(sql)?;
-            let mut rows = stmt.query(params![ns, scan.prefix, end, after, limit])?;
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut rows = match &end {
+                Some(end) => stmt.query(params![ns, scan.prefix, after, limit, end])?,
+                None => stmt.query(params![ns, scan.prefix, after, limit])?,
+            };
             let mut page = ScanPage::default();
             let mut bytes = 0;
             while let Some(row) = rows.next()? {
