@@ -8,10 +8,12 @@ mod files;
 mod health;
 mod lock;
 mod memory;
+mod postgres;
 mod sqlite;
 
 pub use lock::DataLock;
 pub use memory::MemoryStore;
+pub use postgres::{ConnectError, DEFAULT_POOL_SIZE, PostgresStore, redact};
 pub use sqlite::SqliteStore;
 
 use std::collections::BTreeMap;
