@@ -4,6 +4,8 @@
 //! key-value method takes a namespace; the host passes the component's name,
 //! so a component can only ever reach its own keys.
 
+#[cfg(test)]
+mod conformance;
 mod files;
 mod health;
 mod lock;
