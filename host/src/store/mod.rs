@@ -12,28 +12,43 @@ mod lock;
 mod memory;
 mod postgres;
 mod sqlite;
+pub mod versions;
 
 pub use lock::DataLock;
-pub use memory::MemoryStore;
-pub use postgres::{ConnectError, DEFAULT_POOL_SIZE, PostgresStore, redact};
+pub use memory::{MemoryStore, MemoryVersions};
+pub use postgres::{ConnectError, DEFAULT_POOL_SIZE, PgVersions, PostgresStore, redact};
 pub use sqlite::SqliteStore;
+use versions::SharedVersions;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// An opened backend, seen through its two halves (one object behind both
-/// for every backend so far).
+/// An opened backend, seen through its halves (one object behind them for
+/// every backend so far).
 #[derive(Clone)]
 pub struct Backend {
     pub kv: Arc<dyn Store>,
     pub outbox: Arc<dyn Outbox>,
+    /// Component versions, for a store several replicas share.
+    pub versions: Option<Arc<dyn SharedVersions>>,
 }
 
 impl Backend {
-    pub fn new<B: Store + Outbox>(backend: Arc<B>) -> Backend {
+    /// A store only this process uses: versions stay in the process.
+    pub fn local<B: Store + Outbox>(backend: Arc<B>) -> Backend {
         Backend {
             kv: backend.clone(),
             outbox: backend,
+            versions: None,
+        }
+    }
+
+    /// The same store, shared with other replicas, which keep their
+    /// component versions in `versions`.
+    pub fn shared_with(self, versions: Arc<dyn SharedVersions>) -> Backend {
+        Backend {
+            versions: Some(versions),
+            ..self
         }
     }
 }

@@ -5,12 +5,14 @@
 
 mod error;
 mod schema;
+mod versions;
 #[cfg(test)]
 pub(crate) mod testdb;
 #[cfg(test)]
 mod tests;
 
 pub use error::{ConnectError, redact};
+pub use versions::PgVersions;
 
 use super::health::Health;
 use super::{

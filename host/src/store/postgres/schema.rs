@@ -40,6 +40,31 @@ pub const MIGRATIONS: &[&str] = &[
         value text NOT NULL
     );
     "#,
+    // 2: component versions shared by the replicas (store/postgres/
+    // versions.rs): the wasm of the versions a pointer names, the live and
+    // previous pointers per component, and every version a manifest offered.
+    r#"
+    CREATE TABLE component_versions (
+        component text NOT NULL,
+        sha256 text NOT NULL,
+        wasm bytea NOT NULL,
+        uploaded_at_ms bigint NOT NULL,
+        uploaded_by text NOT NULL,
+        PRIMARY KEY (component, sha256)
+    );
+    CREATE TABLE component_live (
+        component text PRIMARY KEY,
+        sha256 text NOT NULL,
+        previous text,
+        changed_at_ms bigint NOT NULL,
+        changed_by text NOT NULL
+    );
+    CREATE TABLE component_manifest_seen (
+        component text NOT NULL,
+        sha256 text NOT NULL,
+        PRIMARY KEY (component, sha256)
+    );
+    "#,
 ];
 
 /// The advisory lock migrations hold, in the two-int4 key space, which
