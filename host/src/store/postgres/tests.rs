@@ -23,6 +23,14 @@ fn redact_hides_the_password_wherever_the_parser_finds_it() {
         "postgresql://berth:a:b%40c@db/berth?sslmode=disable",
         "postgresql://berth:***@db/berth?sslmode=disable",
     );
+    check_redact(
+        "postgres://berth:p@ss/w@rd@db/berth?x=1",
+        "postgres://berth:***@db/berth?x=1",
+    );
+    check_redact(
+        "postgres://berth:a?b@db/berth",
+        "postgres://berth:***@db/berth",
+    );
     check_redact("postgres://berth@db/berth", "postgres://berth@db/berth");
     check_redact("postgres://db/berth", "postgres://db/berth");
     check_redact(
