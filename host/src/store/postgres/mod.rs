@@ -139,6 +139,13 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// Stop handing out connections, for shutdown: operations started
+    /// after this fail with [`StoreError::Closed`]; those under way finish,
+    /// and their connections close as they come back.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
     /// Open one more connection with the pool's settings, outside the pool,
     /// for a session that must stay open (`LISTEN`). The caller drives the
     /// returned `Connection` (it delivers the notifications).
@@ -194,15 +201,22 @@ impl PostgresStore {
         self.pool.get().await.map_err(pool_error)
     }
 
-    /// Record a write's outcome for `/readyz`, logging a failure.
-    fn wrote<T>(&self, outcome: Result<T, StoreError>) -> Result<T, StoreError> {
-        match &outcome {
-            Ok(_) => self.health.record(Ok(())),
+    /// Record a write's outcome for `/readyz`, logging a failure (but not
+    /// a store closed for shutdown).
+    fn record(&self, outcome: Result<(), &StoreError>) {
+        match outcome {
+            Ok(()) => self.health.record(Ok(())),
+            Err(StoreError::Closed) => {}
             Err(e) => {
                 self.health.record(Err(e));
                 log_write_failure(e);
             }
         }
+    }
+
+    /// [`record`](Self::record) `outcome` and pass it on.
+    fn wrote<T>(&self, outcome: Result<T, StoreError>) -> Result<T, StoreError> {
+        self.record(outcome.as_ref().map(drop));
         outcome
     }
 
@@ -304,11 +318,8 @@ impl Store for PostgresStore {
         refuse_nul([key])?;
         let outcome = self.try_increment(ns, key, delta).await;
         match &outcome {
-            Err(CounterError::Store(e)) => {
-                self.health.record(Err(e));
-                log_write_failure(e);
-            }
-            Ok(_) => self.health.record(Ok(())),
+            Ok(_) => self.record(Ok(())),
+            Err(CounterError::Store(e)) => self.record(Err(e)),
             Err(CounterError::Invalid(_)) => {}
         }
         outcome

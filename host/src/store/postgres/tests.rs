@@ -222,6 +222,22 @@ async fn sessions_commit_synchronously_whatever_the_url_says() {
 }
 
 #[tokio::test]
+async fn a_closed_store_says_so() {
+    with_database(|url| async move {
+        let store = PostgresStore::connect(&url, 2).await.unwrap();
+        assert_eq!(store.get("ns", "k").await.unwrap(), None);
+        store.close();
+        assert_eq!(store.get("ns", "k").await, Err(StoreError::Closed));
+        let batch = WriteBatch {
+            writes: BTreeMap::from([("k".to_string(), Some(b"v".to_vec()))]),
+            ..WriteBatch::default()
+        };
+        assert_eq!(store.commit("ns", batch).await, Err(StoreError::Closed));
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn keys_with_nul_are_refused_and_never_found() {
     with_database(|url| async move {
         let store = PostgresStore::connect(&url, 2).await.unwrap();
