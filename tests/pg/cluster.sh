@@ -70,7 +70,11 @@ start() {
     # Commands run as the server's user need a working directory it can enter.
     cd "$dir"
 
-    local locale=(--locale=C.UTF-8)
+    # The C locale's UTF-8 variant where the system has it (glibc 2.35+).
+    local locale=(--locale=C)
+    if locale -a 2>/dev/null | grep -qiE '^c\.utf-?8$'; then
+        locale=(--locale=C.UTF-8)
+    fi
     if "$bin/pg_config" --configure 2>/dev/null | grep -q -- --with-icu; then
         locale+=(--locale-provider=icu --icu-locale=en)
     fi

@@ -77,19 +77,21 @@ pub fn redact(url: &str) -> String {
         return hide_password_params(url);
     };
     let mut shown = format!("{scheme}://");
-    // Like tokio-postgres, the credentials run up to the first `@`, and
-    // the user up to the first `:` in them.
-    let rest = match rest.split_once('@') {
-        Some((credentials, rest)) => {
-            match credentials.split_once(':') {
-                Some((user, _)) => {
-                    shown.push_str(user);
-                    shown.push_str(":***");
-                }
-                None => shown.push_str(credentials),
-            }
+    // tokio-postgres takes the credentials up to the first `@`, and the
+    // user up to the first `:` in them. The password is hidden up to the
+    // last `@` before the query, so that one with an `@` left unencoded
+    // does not show its tail either.
+    let with_password = rest
+        .split_once('@')
+        .and_then(|(credentials, after)| Some((credentials.split_once(':')?.0, after)));
+    let rest = match with_password {
+        Some((user, after)) => {
+            shown.push_str(user);
+            shown.push_str(":***");
+            let query = after.find('?').unwrap_or(after.len());
+            let last_at = after[..query].rfind('@').map_or(0, |i| i + 1);
             shown.push('@');
-            rest
+            &after[last_at..]
         }
         None => rest,
     };

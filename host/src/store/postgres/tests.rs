@@ -23,6 +23,14 @@ fn redact_hides_the_password_wherever_the_parser_finds_it() {
         "postgresql://berth:a:b%40c@db/berth?sslmode=disable",
         "postgresql://berth:***@db/berth?sslmode=disable",
     );
+    check_redact(
+        "postgres://berth:p@ss/w@rd@db/berth?x=1",
+        "postgres://berth:***@db/berth?x=1",
+    );
+    check_redact(
+        "postgres://berth:a?b@db/berth",
+        "postgres://berth:***@db/berth",
+    );
     check_redact("postgres://berth@db/berth", "postgres://berth@db/berth");
     check_redact("postgres://db/berth", "postgres://db/berth");
     check_redact(
@@ -209,6 +217,22 @@ async fn sessions_commit_synchronously_whatever_the_url_says() {
             .await
             .unwrap();
         assert_eq!(row.get::<_, String>(0), "on");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_closed_store_says_so() {
+    with_database(|url| async move {
+        let store = PostgresStore::connect(&url, 2).await.unwrap();
+        assert_eq!(store.get("ns", "k").await.unwrap(), None);
+        store.close();
+        assert_eq!(store.get("ns", "k").await, Err(StoreError::Closed));
+        let batch = WriteBatch {
+            writes: BTreeMap::from([("k".to_string(), Some(b"v".to_vec()))]),
+            ..WriteBatch::default()
+        };
+        assert_eq!(store.commit("ns", batch).await, Err(StoreError::Closed));
     })
     .await;
 }
