@@ -21,6 +21,7 @@
 #   BENCH_CACHE  wasmtime-cli, the Flask venv, build output     [/var/tmp/berth-bench]
 #   WASMTIME     a wasmtime 48 binary; else BENCH_CACHE's, else installed there
 #   BERTH_ARGS   extra `berth serve` flags, for experiments      []
+#   SHARED_WORKLOADS  the shared workload's parts             [read write mixed]
 #   BERTH_BIN    another berth binary to measure (an experiment's build)
 #   PROFILE      the cargo profile to build and measure          [dist]
 #   ONLY         run only these servers, e.g. "berth native"     [all]
@@ -58,7 +59,11 @@ stop_server() {
     SERVER_PID=""
 }
 PG_DIR=""
-stop_pg() { [ -z "$PG_DIR" ] || "$ROOT/tests/pg/cluster.sh" stop "$PG_DIR" >/dev/null 2>&1 || true; }
+stop_pg() {
+    [ -n "$PG_DIR" ] || return 0
+    "$ROOT/tests/pg/cluster.sh" stop "$PG_DIR" >/dev/null 2>&1 || true
+    rm -rf "$PG_DIR"
+}
 trap 'stop_server; stop_pg; rm -rf "$WORK"' EXIT
 trap 'exit 130' INT TERM
 
@@ -222,7 +227,9 @@ workload() {
 # CPU from whichever core is idle, as a database on its own host would not.
 pg_start() {
     [ -n "$PG_DIR" ] && return 0
-    PG_DIR=$WORK/pg
+    # Not under $WORK: the server's user must reach it (cluster.sh gives it
+    # the directory, not its parents).
+    PG_DIR=$(mktemp -d /tmp/berth-bench-pg.XXXXXX)
     PG_URL=$("$ROOT/tests/pg/cluster.sh" start "$PG_DIR" | tail -1)
 }
 
@@ -288,7 +295,7 @@ shared() {
     command -v psql >/dev/null || { log "shared: needs PostgreSQL (apt-get install postgresql)"; return 1; }
     pg_start
     local w title script path rows name result base_rps serial_rps
-    for w in read write mixed; do
+    for w in ${SHARED_WORKLOADS:-read write mixed}; do
         case $w in
             read) title="read: GET /users/1" script=get path=/users/1 ;;
             write) title="write: POST /users, durable before the 201" script=write path=/users ;;
