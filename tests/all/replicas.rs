@@ -683,8 +683,12 @@ fn start_up_refuses_a_schema_newer_than_it_knows() {
     let a = Replica::start("A", &db.url, &work.path().join("cache"), &[]);
     let status = a.berth.terminate();
     assert!(status.success(), "A exited with {status}");
-    db.sql("UPDATE berth_schema SET version = 999")
-        .unwrap_or_else(|e| panic!("{e}"));
+    // As a newer berth would leave it: its version the highest recorded.
+    db.sql(
+        "UPDATE berth_schema SET version = 999 \
+         WHERE version = (SELECT max(version) FROM berth_schema)",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let cache = work.path().join("cache");
     let password = password_of(&db.url).unwrap_or("no password in the URL");
     let stderr = refused_at_start(
