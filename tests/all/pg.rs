@@ -162,11 +162,14 @@ impl Cluster {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/pg/cluster.sh")
     }
 
+    /// `cluster.sh ACTION DIR` (`bindir` takes no DIR); its output.
     fn run(&self, action: &str) -> String {
-        let output = Command::new("bash")
-            .arg(Cluster::script())
-            .arg(action)
-            .arg(self.dir.path())
+        let mut command = Command::new("bash");
+        command.arg(Cluster::script()).arg(action);
+        if action != "bindir" {
+            command.arg(self.dir.path());
+        }
+        let output = command
             .stdin(Stdio::null())
             .output()
             .expect("running tests/pg/cluster.sh");
@@ -203,13 +206,46 @@ impl Cluster {
         self.run("stop");
     }
 
-    /// Start the stopped cluster again, on the same port.
+    /// Start the stopped cluster again, on the same port. The script makes
+    /// a new cluster each time, so this runs its `pg_ctl` directly, as the
+    /// user the script runs the server as.
     pub fn restart(&self) {
-        self.run("start");
-        assert_eq!(
-            self.written_url(),
-            self.url,
-            "the cluster came back on another address"
+        let bindir = self.run("bindir");
+        let port = self
+            .url
+            .rsplit_once(':')
+            .and_then(|(_, rest)| rest.split('/').next())
+            .expect("a port in the cluster's URL");
+        let dir = self.dir.path();
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+        let mut command = if root {
+            let mut runuser = Command::new("runuser");
+            runuser.args(["-u", "postgres", "--"]);
+            runuser
+        } else {
+            Command::new("env")
+        };
+        let output = command
+            .arg(Path::new(bindir.trim()).join("pg_ctl"))
+            .args(["start", "-w", "-t", "30", "-D"])
+            .arg(dir.join("data"))
+            .arg("-l")
+            .arg(dir.join("server.log"))
+            .arg("-o")
+            .arg(format!("-p {port}"))
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running pg_ctl");
+        assert!(
+            output.status.success(),
+            "pg_ctl start failed ({}): {}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
         );
     }
 }
