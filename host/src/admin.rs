@@ -3,7 +3,8 @@
 //! back. Every request needs `Authorization: Bearer <token>`.
 
 use crate::accept::{Body, ConnectionLimits, accept_loop};
-use crate::app::{App, ComponentInfo, SwapError, VersionInfo};
+use crate::app::{App, ComponentInfo, Following, SwapError, VersionInfo};
+use crate::store::versions::LiveVersion;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -123,7 +124,7 @@ async fn handle(app: &App, config: &AdminConfig, req: Request<Incoming>) -> Resp
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
         ["components"] => match *req.method() {
-            Method::GET => json(StatusCode::OK, list(app)),
+            Method::GET => list(app).await,
             _ => method_not_allowed(req.method(), "GET"),
         },
         ["components", name] if !name.is_empty() => match *req.method() {
@@ -131,7 +132,7 @@ async fn handle(app: &App, config: &AdminConfig, req: Request<Incoming>) -> Resp
             _ => method_not_allowed(req.method(), "PUT"),
         },
         ["components", name, "rollback"] if !name.is_empty() => match *req.method() {
-            Method::POST => match app.rollback(name) {
+            Method::POST => match app.rollback(name).await {
                 Ok(version) => {
                     tracing::info!(component = *name, version = %version.sha256, "rolled back");
                     json(
@@ -165,19 +166,68 @@ fn authorized(token: &AdminToken, req: &Request<Incoming>) -> bool {
     }
 }
 
-fn list(app: &App) -> Value {
-    Value::Array(app.components().iter().map(component_json).collect())
+/// Every component as this replica serves it; with a shared store, also
+/// the store's live version and how this replica stands to it.
+async fn list(app: &App) -> Response<Body> {
+    let shared = match app.shared_live().await {
+        None => None,
+        Some(Ok(live)) => Some(live),
+        Some(Err(e)) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("cannot read the shared store's versions: {e}"),
+            );
+        }
+    };
+    let components = app
+        .components()
+        .iter()
+        .map(|c| {
+            let live = shared
+                .as_ref()
+                .map(|all| all.iter().find(|l| l.component == c.name));
+            component_json(c, live)
+        })
+        .collect();
+    json(StatusCode::OK, Value::Array(components))
 }
 
-fn component_json(c: &ComponentInfo) -> Value {
-    json!({
+/// `shared`: `None` without a shared store, `Some(None)` when the store
+/// has no record of the component yet.
+fn component_json(c: &ComponentInfo, shared: Option<Option<&LiveVersion>>) -> Value {
+    let mut value = json!({
         "name": c.name,
         "routes": c.routes,
         "version": c.live.sha256,
         "loaded_at": rfc3339(c.live.loaded_at),
         "can_roll_back": c.previous.is_some(),
         "previous": c.previous.as_ref().map(version_json),
-    })
+    });
+    if let Some(live) = shared {
+        let (state, reason) = match &c.following {
+            Following::Rejected { sha256, reason } => {
+                ("rejected", Some(format!("version {sha256}: {reason}")))
+            }
+            Following::Compiling(_) => ("compiling", None),
+            Following::Live if live.is_some_and(|l| l.sha256 != c.live.sha256) => {
+                ("behind", None)
+            }
+            Following::Live => ("live", None),
+        };
+        value["here"] = json!({ "state": state, "reason": reason });
+        value["shared"] = live.map_or(Value::Null, |l| {
+            json!({
+                "version": l.sha256,
+                "previous": l.previous,
+                "changed_at": rfc3339(
+                    SystemTime::UNIX_EPOCH
+                        + Duration::from_millis(u64::try_from(l.changed_at_ms).unwrap_or(0))
+                ),
+                "changed_by": l.changed_by,
+            })
+        });
+    }
+    value
 }
 
 fn version_json(v: &VersionInfo) -> Value {
@@ -238,6 +288,7 @@ fn swap_error(e: &SwapError) -> Response<Body> {
         SwapError::UnknownComponent(_) => StatusCode::NOT_FOUND,
         SwapError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
         SwapError::NoPrevious(_) => StatusCode::CONFLICT,
+        SwapError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, &e.to_string())
 }

@@ -8,7 +8,8 @@ use crate::manifest::{Manifest, WasmSource};
 use crate::metrics::{Metrics, metrics};
 use crate::router::Router;
 use crate::runtime::{CallLimits, LoadedComponent, Runtime};
-use crate::store::{Backend, Outbox, Store};
+use crate::store::versions::{LiveVersion, Offer, SharedVersions};
+use crate::store::{Backend, Outbox, Store, StoreError};
 use anyhow::{Context as _, bail};
 use arc_swap::ArcSwap;
 use sha2::{Digest as _, Sha256};
@@ -25,11 +26,20 @@ pub struct App {
     pub store: Arc<dyn Store>,
     /// Where deliveries of published events are taken from.
     pub outbox: Arc<dyn Outbox>,
+    /// Versions shared with other replicas, when the store is shared.
+    shared: Option<Shared>,
     /// Compiles replacement versions (admin uploads, watched files).
     runtime: Runtime,
     /// One replacement compiles at a time: compiling is CPU-heavy and would
     /// otherwise compete with requests for every core at once.
     compiling: tokio::sync::Mutex<()>,
+}
+
+/// The store's component versions, and who this replica is to it.
+struct Shared {
+    versions: Arc<dyn SharedVersions>,
+    /// This replica's name in the store's records.
+    replica: String,
 }
 
 /// One component: the version new requests get, and the one it replaced.
@@ -48,6 +58,20 @@ struct Slot {
     limits: CallLimits,
     /// Where the first version came from; a file is what `--watch` watches.
     source: WasmSource,
+    /// How this replica stands to the store's live version, when shared.
+    following: Mutex<Following>,
+}
+
+/// How a replica stands to the live version the shared store names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Following {
+    /// Serving it (or nothing is shared).
+    #[default]
+    Live,
+    /// Compiling this version to swap it in.
+    Compiling(String),
+    /// This version failed here; the previous one keeps serving.
+    Rejected { sha256: String, reason: String },
 }
 
 /// One loaded version of a component.
@@ -67,6 +91,8 @@ pub struct ComponentInfo {
     pub live: VersionInfo,
     /// The version a rollback would restore.
     pub previous: Option<VersionInfo>,
+    /// This replica against the shared store's live version.
+    pub following: Following,
 }
 
 /// A version's identity, without the code.
@@ -94,6 +120,8 @@ pub enum SwapError {
     Rejected(String),
     /// A rollback was asked for but there is no previous version.
     NoPrevious(String),
+    /// The shared store could not record the change; nothing changed.
+    Store(String),
 }
 
 impl std::fmt::Display for SwapError {
@@ -105,6 +133,10 @@ impl std::fmt::Display for SwapError {
                 f,
                 "component `{name}` has no previous version to roll back to"
             ),
+            SwapError::Store(e) => write!(
+                f,
+                "the version could not be recorded in the shared store, so nothing changed: {e}"
+            ),
         }
     }
 }
@@ -113,7 +145,13 @@ impl std::error::Error for SwapError {}
 
 impl App {
     /// Compile every component of `manifest` and build the route table.
-    pub fn load(manifest: &Manifest, runtime: &Runtime, backend: &Backend) -> anyhow::Result<App> {
+    /// `replica` names this process in a shared store's records.
+    pub fn load(
+        manifest: &Manifest,
+        runtime: &Runtime,
+        backend: &Backend,
+        replica: &str,
+    ) -> anyhow::Result<App> {
         let mut components = HashMap::new();
         let mut routes = Vec::new();
         for (name, spec) in &manifest.components {
@@ -127,6 +165,7 @@ impl App {
                 routes: spec.routes.clone(),
                 limits,
                 source: spec.wasm.clone(),
+                following: Mutex::new(Following::Live),
             };
             components.insert(name.clone(), slot);
             routes.extend(spec.routes.iter().map(|r| (r.clone(), name.clone())));
@@ -136,6 +175,10 @@ impl App {
             components,
             store: backend.kv.clone(),
             outbox: backend.outbox.clone(),
+            shared: backend.versions.clone().map(|versions| Shared {
+                versions,
+                replica: replica.to_string(),
+            }),
             runtime: runtime.clone(),
             compiling: tokio::sync::Mutex::new(()),
         })
@@ -173,6 +216,7 @@ impl App {
                     routes: slot.routes.clone(),
                     live: slot.live.load().info(),
                     previous: previous.as_ref().map(|v| v.info()),
+                    following: slot.following(),
                 }
             })
             .collect();
@@ -197,26 +241,224 @@ impl App {
     /// Validate `wasm` as a new version of component `name` and, if it is
     /// one, make it the version new requests get. Compiling runs on a
     /// blocking thread, so requests keep being served meanwhile; requests
-    /// already running finish on the version they started with.
+    /// already running finish on the version they started with. With a
+    /// shared store, the version is recorded there (and so reaches every
+    /// replica) before it goes live here; if it cannot be, nothing changes.
     pub async fn replace(&self, name: &str, wasm: Vec<u8>) -> Result<Replaced, SwapError> {
-        let slot = self
-            .components
-            .get(name)
-            .ok_or_else(|| SwapError::UnknownComponent(name.to_string()))?;
+        let slot = self.slot(name)?;
         let sha256 = sha256_hex(&wasm);
         let _compiling = self.compiling.lock().await;
         let live = slot.live.load_full();
-        if live.sha256 == sha256 {
+        let next = if live.sha256 == sha256 {
+            None
+        } else {
+            Some(self.compile(name, slot, &wasm, &sha256).await?)
+        };
+        if let Some(shared) = &self.shared {
+            shared
+                .versions
+                .publish(Offer {
+                    component: name,
+                    sha256: &sha256,
+                    wasm: &wasm,
+                    replica: &shared.replica,
+                })
+                .await
+                .map_err(|e| SwapError::Store(e.to_string()))?;
+            slot.set_following(Following::Live);
+        }
+        let Some(next) = next else {
             return Ok(Replaced {
                 version: live.info(),
                 swapped: false,
             });
+        };
+        let info = next.info();
+        slot.install(next);
+        metrics().swaps.get_or_create(&Metrics::component(name)).inc();
+        Ok(Replaced {
+            version: info,
+            swapped: true,
+        })
+    }
+
+    /// Swap back to the version the live one replaced. The version rolled
+    /// back from becomes the previous one, so a second rollback undoes the
+    /// first. With a shared store, the store's pointers swap, and this
+    /// replica follows them as every other does.
+    pub async fn rollback(&self, name: &str) -> Result<VersionInfo, SwapError> {
+        let slot = self.slot(name)?;
+        let Some(shared) = &self.shared else {
+            return slot.roll_back(name);
+        };
+        let _compiling = self.compiling.lock().await;
+        let live = shared
+            .versions
+            .rollback(name, &shared.replica)
+            .await
+            .map_err(|e| SwapError::Store(e.to_string()))?
+            .ok_or_else(|| SwapError::NoPrevious(name.to_string()))?;
+        self.converge(shared, slot, &live).await
+    }
+
+    /// Start-up with a shared store: offer each component's manifest
+    /// version, then load what the store says is live where it differs.
+    /// A component whose live version fails here keeps its manifest version
+    /// and reports the rejection.
+    pub async fn adopt_shared(&self) -> Result<(), StoreError> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        let _compiling = self.compiling.lock().await;
+        for (name, slot) in &self.components {
+            let wasm = read_wasm(name, &slot.source)
+                .map_err(|e| StoreError::Failed(format!("{e:#}")))?;
+            let sha256 = slot.live.load().sha256.clone();
+            let live = shared
+                .versions
+                .offer_manifest(Offer {
+                    component: name,
+                    sha256: &sha256,
+                    wasm: &wasm,
+                    replica: &shared.replica,
+                })
+                .await?;
+            if let Err(e) = self.converge(shared, slot, &live).await {
+                tracing::error!(component = %name, version = %live.sha256, "the shared store's live version was rejected here; serving the manifest's version: {e}");
+            }
         }
+        Ok(())
+    }
+
+    /// Bring every component to the live version the shared store names,
+    /// compiling what changed; returns how many components were swapped.
+    pub async fn follow_shared(&self) -> Result<usize, StoreError> {
+        let Some(shared) = &self.shared else {
+            return Ok(0);
+        };
+        let mut swapped = 0;
+        for live in shared.versions.live().await? {
+            let Some(slot) = self.components.get(&live.component) else {
+                continue;
+            };
+            let behind = || {
+                slot.live.load().sha256 != live.sha256
+                    && !matches!(slot.following(), Following::Rejected { sha256, .. } if sha256 == live.sha256)
+            };
+            if !behind() {
+                continue;
+            }
+            let _compiling = self.compiling.lock().await;
+            // An upload through this replica may have caught up meanwhile.
+            if !behind() {
+                continue;
+            }
+            match self.converge(shared, slot, &live).await {
+                Ok(_) => {
+                    swapped += 1;
+                    tracing::info!(component = %live.component, version = %live.sha256, by = %live.changed_by, "swapped in the shared store's live version");
+                }
+                Err(e) => {
+                    tracing::error!(component = %live.component, version = %live.sha256, "rejected the shared store's live version; the old version keeps serving: {e}");
+                }
+            }
+        }
+        Ok(swapped)
+    }
+
+    /// Resolves when the shared store may have changed its live versions
+    /// (never, without a shared store).
+    pub async fn versions_changed(&self) {
+        match &self.shared {
+            Some(shared) => shared.versions.changed().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Whether a store shared with other replicas holds the versions.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Every component's live version in the shared store, if shared.
+    pub async fn shared_live(&self) -> Option<Result<Vec<LiveVersion>, StoreError>> {
+        let shared = self.shared.as_ref()?;
+        Some(shared.versions.live().await)
+    }
+
+    /// Make `live` this replica's live version of the slot: at once if it
+    /// is the live or previous version here, else fetched and compiled.
+    /// Call with `compiling` held.
+    async fn converge(
+        &self,
+        shared: &Shared,
+        slot: &Slot,
+        live: &LiveVersion,
+    ) -> Result<VersionInfo, SwapError> {
+        let name = live.component.as_str();
+        let current = slot.live.load_full();
+        if current.sha256 == live.sha256 {
+            slot.set_following(Following::Live);
+            return Ok(current.info());
+        }
+        if slot.previous_is(&live.sha256) {
+            slot.set_following(Following::Live);
+            return slot.roll_back(name);
+        }
+        slot.set_following(Following::Compiling(live.sha256.clone()));
+        let outcome = async {
+            let wasm = shared
+                .versions
+                .wasm(name, &live.sha256)
+                .await
+                .map_err(|e| SwapError::Store(e.to_string()))?
+                .ok_or_else(|| {
+                    SwapError::Rejected(format!(
+                        "the shared store has no wasm for version {} of `{name}`",
+                        live.sha256
+                    ))
+                })?;
+            self.compile(name, slot, &wasm, &live.sha256).await
+        }
+        .await;
+        match outcome {
+            Ok(next) => {
+                let info = next.info();
+                slot.install(next);
+                slot.set_following(Following::Live);
+                metrics().swaps.get_or_create(&Metrics::component(name)).inc();
+                Ok(info)
+            }
+            Err(e) => {
+                // A store that could not be read is tried again on the next
+                // look; a version that does not compile is not.
+                slot.set_following(match &e {
+                    SwapError::Store(_) => Following::Live,
+                    _ => Following::Rejected {
+                        sha256: live.sha256.clone(),
+                        reason: e.to_string(),
+                    },
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// Compile `wasm` as a version of the slot's component, on a blocking
+    /// thread, without making it live.
+    async fn compile(
+        &self,
+        name: &str,
+        slot: &Slot,
+        wasm: &[u8],
+        sha256: &str,
+    ) -> Result<Arc<Version>, SwapError> {
         let runtime = self.runtime.clone();
         let limits = slot.limits.clone();
         let owned_name = name.to_string();
         let labels = Metrics::component(name);
-        let hash = sha256.clone();
+        let hash = sha256.to_string();
+        let wasm = wasm.to_vec();
         let loaded =
             tokio::task::spawn_blocking(move || runtime.load(&owned_name, &wasm, &hash, limits))
                 .await
@@ -227,39 +469,51 @@ impl App {
                 .inspect_err(|_| {
                     metrics().swaps_rejected.get_or_create(&labels).inc();
                 })?;
-        metrics().swaps.get_or_create(&labels).inc();
-        let next = Arc::new(Version::new(loaded, sha256));
-        let info = next.info();
-        slot.install(next);
-        Ok(Replaced {
-            version: info,
-            swapped: true,
-        })
+        Ok(Arc::new(Version::new(loaded, sha256.to_string())))
     }
 
-    /// Swap back to the version the live one replaced. The version rolled
-    /// back from becomes the previous one, so a second rollback undoes the
-    /// first.
-    pub fn rollback(&self, name: &str) -> Result<VersionInfo, SwapError> {
-        let slot = self
-            .components
+    fn slot(&self, name: &str) -> Result<&Slot, SwapError> {
+        self.components
             .get(name)
-            .ok_or_else(|| SwapError::UnknownComponent(name.to_string()))?;
-        let mut previous = slot.previous.lock().unwrap_or_else(|e| e.into_inner());
+            .ok_or_else(|| SwapError::UnknownComponent(name.to_string()))
+    }
+}
+
+impl Slot {
+    /// Swap the live version with the previous one.
+    fn roll_back(&self, name: &str) -> Result<VersionInfo, SwapError> {
+        let mut previous = self.previous.lock().unwrap_or_else(|e| e.into_inner());
         let Some(target) = previous.take() else {
             return Err(SwapError::NoPrevious(name.to_string()));
         };
         let info = target.info();
-        *previous = Some(slot.live.swap(target));
+        *previous = Some(self.live.swap(target));
         metrics()
             .swaps
             .get_or_create(&Metrics::component(name))
             .inc();
         Ok(info)
     }
-}
 
-impl Slot {
+    fn previous_is(&self, sha256: &str) -> bool {
+        self.previous
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|v| v.sha256 == sha256)
+    }
+
+    fn following(&self) -> Following {
+        self.following
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_following(&self, following: Following) {
+        *self.following.lock().unwrap_or_else(|e| e.into_inner()) = following;
+    }
+
     /// Make `next` live and keep the replaced version for rollback.
     fn install(&self, next: Arc<Version>) -> Arc<Version> {
         let mut previous = self.previous.lock().unwrap_or_else(|e| e.into_inner());

@@ -13,6 +13,7 @@ pub mod compile_cache;
 pub mod conn;
 pub mod dispatch;
 pub mod events;
+pub mod fleet;
 pub mod invocation;
 pub mod logging;
 pub mod manifest;

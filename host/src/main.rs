@@ -8,7 +8,7 @@ use berth::manifest::Manifest;
 use berth::mesh::Mesh;
 use berth::runtime::{EngineConfig, Runtime};
 use berth::server::{self, ServerConfig, Startup};
-use berth::store::{Backend, DataLock, SqliteStore};
+use berth::store::{Backend, DataLock, PgVersions, PostgresStore, SqliteStore, redact};
 use berth::watch;
 use clap::{Parser, Subcommand};
 use std::io::Write as _;
@@ -51,18 +51,33 @@ enum Command {
 enum DeadLettersCommand {
     /// Print the dead-lettered deliveries as a JSON array.
     List {
-        /// Directory of the store.
-        #[arg(long, default_value = "./data")]
-        data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Queue a dead-lettered delivery again, with a fresh attempt count.
     Retry {
         /// The delivery's `id`, as `list` shows it.
         id: i64,
-        /// Directory of the store.
-        #[arg(long, default_value = "./data")]
-        data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
+}
+
+/// Which store: the embedded one in --data, or a shared one at --store.
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// Directory of the embedded store (SQLite), created if missing.
+    #[arg(long, default_value = "./data", conflicts_with = "store")]
+    data: PathBuf,
+    /// A PostgreSQL database to use instead of --data's SQLite file, shared
+    /// by any number of berth processes: postgres://USER:PASS@HOST:PORT/DB.
+    /// Also read from the BERTH_STORE environment variable, so the password
+    /// need not sit on a command line; it never appears in a log line.
+    #[arg(long, env = "BERTH_STORE", hide_env_values = true, value_name = "URL")]
+    store: Option<String>,
+    /// Most connections to the --store database from this process.
+    #[arg(long, default_value_t = 16, value_parser = usize_in(1..=1000))]
+    store_connections: usize,
 }
 
 #[derive(clap::Args)]
@@ -72,9 +87,14 @@ struct ServeArgs {
     /// prints `listening on http://IP:PORT` to stdout.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Directory for the durable store (created if missing).
-    #[arg(long, default_value = "./data")]
-    data: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Directory for compiled components, kept between starts. Default:
+    /// DATA/compiled with the embedded store; with --store, a `berth`
+    /// folder under $XDG_CACHE_HOME (or ~/.cache), else under the
+    /// temporary directory. With --store, berth writes nothing else to disk.
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
     /// Manifest (TOML) naming the components and their routes. Without it,
     /// berth serves its built-in users and orders services.
     #[arg(long)]
@@ -220,20 +240,28 @@ fn main() -> std::process::ExitCode {
 
 /// `berth dead-letters`: on the store itself, beside a running server or not.
 fn dead_letters(command: DeadLettersCommand) -> anyhow::Result<()> {
-    let data = match &command {
-        DeadLettersCommand::List { data } | DeadLettersCommand::Retry { data, .. } => data,
+    let args = match &command {
+        DeadLettersCommand::List { store } | DeadLettersCommand::Retry { store, .. } => store,
     };
-    if !data.join("berth.db").exists() {
-        bail!("there is no store in {}", data.display());
-    }
-    let store = SqliteStore::open(data)?;
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
+        let outbox: Arc<dyn berth::store::Outbox> = match &args.store {
+            Some(url) => Arc::new(PostgresStore::connect(url, 1).await?),
+            None => {
+                if !args.data.join("berth.db").exists() {
+                    bail!("there is no store in {}", args.data.display());
+                }
+                Arc::new(SqliteStore::open(&args.data)?)
+            }
+        };
         match command {
-            DeadLettersCommand::List { .. } => events::print_dead_letters(&store).await,
-            DeadLettersCommand::Retry { id, .. } => events::retry_dead_letter(&store, id).await,
+            DeadLettersCommand::List { .. } => events::print_dead_letters(outbox.as_ref()).await,
+            DeadLettersCommand::Retry { id, .. } => {
+                events::retry_dead_letter(outbox.as_ref(), id).await
+            }
         }
     })
 }
@@ -305,7 +333,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 return server.await.context("the HTTP server panicked")?;
             }
         };
-        let Loaded { lock, store, app } = loaded;
+        let Loaded { store, app } = loaded;
         let mesh = Mesh::new(app.clone(), &manifest, args.max_call_depth);
         startup.ready(mesh.clone());
         let mut stdout = std::io::stdout();
@@ -333,19 +361,27 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 stopped(stop_rx.clone()),
             ))
         });
-        let probe = tokio::spawn(store.clone().probe_writes(stopped(stop_rx.clone())));
+        let store = Arc::new(store);
+        let probe = {
+            let store = store.clone();
+            let stop = stopped(stop_rx.clone());
+            tokio::spawn(async move { store.probe_writes(stop).await })
+        };
+        let follower = tokio::spawn(berth::fleet::follow(app.clone(), stopped(stop_rx.clone())));
         let deliveries = tokio::spawn(events::run(mesh, delivery, stopped(stop_rx)));
         let served = server.await.context("the HTTP server panicked")?;
         deliveries.await.context("the event delivery task panicked")?;
         probe.await.context("the store probe panicked")?;
+        follower.await.context("the version follower panicked")?;
         if let Some(admin) = admin {
             admin.await.context("the admin server panicked")??;
         }
         if let Some(watcher) = watcher {
             watcher.await.context("the file watcher panicked")?;
         }
-        store.close();
-        drop(lock);
+        if let Ok(store) = Arc::try_unwrap(store) {
+            store.close();
+        }
         served
     });
     // Everything that matters has finished and the store is closed; a
@@ -359,20 +395,83 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// What start-up produces.
 struct Loaded {
-    /// Held while serving: no second `berth serve` on the same data.
-    lock: DataLock,
-    store: Arc<SqliteStore>,
+    store: Opened,
     app: Arc<App>,
 }
 
-/// Take the data directory's lock (waiting, unready, while another process
-/// holds it), open the store and compile every component.
+/// The store serving, and what must live as long as it does.
+enum Opened {
+    Embedded {
+        /// Held while serving: no second `berth serve` on the same data.
+        lock: DataLock,
+        store: Arc<SqliteStore>,
+    },
+    Shared(Arc<PostgresStore>),
+}
+
+impl Opened {
+    fn backend(&self) -> Backend {
+        match self {
+            Opened::Embedded { store, .. } => Backend::local(store.clone()),
+            Opened::Shared(store) => Backend::local(store.clone())
+                .shared_with(Arc::new(PgVersions::start(store.clone()))),
+        }
+    }
+
+    /// Probe the store's writes until `stop`, for /readyz.
+    async fn probe_writes(&self, stop: impl Future<Output = ()>) {
+        match self {
+            Opened::Embedded { store, .. } => store.clone().probe_writes(stop).await,
+            Opened::Shared(store) => store.clone().probe_writes(stop).await,
+        }
+    }
+
+    /// Commit a small write, to prove the store takes writes.
+    async fn probe(&self) -> Result<(), berth::store::StoreError> {
+        match self {
+            Opened::Embedded { store, .. } => store.probe().await.map(drop),
+            Opened::Shared(store) => store.probe().await,
+        }
+    }
+
+    fn close(self) {
+        match self {
+            Opened::Embedded { lock, store } => {
+                store.close();
+                drop(lock);
+            }
+            Opened::Shared(_) => {}
+        }
+    }
+}
+
+/// Open the store (waiting, unready, for the data directory's lock or for
+/// the database to answer), then compile every component.
 async fn start_up(
     args: &ServeArgs,
     manifest: &Manifest,
     startup: &Startup,
 ) -> anyhow::Result<Loaded> {
-    let lock = wait_for_lock(&args.data, startup).await?;
+    let (store, cache_dir) = match &args.store.store {
+        None => {
+            let data = &args.store.data;
+            let lock = wait_for_lock(data, startup).await?;
+            let sqlite = tokio::task::block_in_place(|| SqliteStore::open(data))?;
+            // The lock is ours: no other process is delivering these.
+            sqlite.release_claims()?;
+            let cache_dir = args.cache_dir.clone().unwrap_or_else(|| data.join("compiled"));
+            let store = Opened::Embedded {
+                lock,
+                store: Arc::new(sqlite),
+            };
+            (store, cache_dir)
+        }
+        Some(url) => {
+            let store = connect(url, args.store.store_connections, startup).await?;
+            let cache_dir = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
+            (Opened::Shared(Arc::new(store)), cache_dir)
+        }
+    };
     startup.stage("loading components");
     let max_memory = manifest
         .components
@@ -383,43 +482,100 @@ async fn start_up(
     let engine_config = EngineConfig {
         max_instances: berth::runtime::pool_instances(args.max_in_flight, args.max_call_depth),
         max_memory_bytes: max_memory,
-        cache_dir: Some(args.data.join("compiled")),
+        cache_dir: Some(cache_dir),
     };
-    let data = args.data.clone();
     let manifest = manifest.clone();
+    let backend = store.backend();
     // Compiling is CPU-bound: off the async threads, so /readyz keeps answering.
-    let (store, app) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let app = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let runtime = Runtime::new(&engine_config)?;
-        let store = Arc::new(SqliteStore::open(&data)?);
-        // The lock is ours: no other process is delivering these.
-        store.release_claims()?;
-        let app = Arc::new(App::load(
+        let app = App::load(
             &manifest,
             &runtime,
-            &Backend::new(store.clone()),
-        )?);
+            &backend,
+            &berth::fleet::replica_name(),
+        )?;
         runtime.prune_cache();
-        Ok((store, app))
+        Ok(Arc::new(app))
     })
     .await
     .context("start-up panicked")??;
+    adopt_shared_versions(&app, startup).await;
     wait_until_writable(&store, startup).await;
-    Ok(Loaded { lock, store, app })
+    Ok(Loaded { store, app })
+}
+
+/// Connect to the shared store, retrying with backoff while it cannot be
+/// reached (it may be starting beside us); a malformed URL, a refused
+/// login or a schema from a newer berth end start-up at once.
+async fn connect(url: &str, connections: usize, startup: &Startup) -> anyhow::Result<PostgresStore> {
+    let mut wait = Duration::from_millis(100);
+    let mut logged = false;
+    loop {
+        match PostgresStore::connect(url, connections).await {
+            Ok(store) => {
+                if logged {
+                    tracing::info!(store = %redact(url), "the store answers");
+                }
+                return Ok(store);
+            }
+            Err(e) if e.is_transient() => {
+                let message = format!("waiting for the store: {e}");
+                if !logged {
+                    tracing::warn!("{message}; retrying with backoff");
+                    logged = true;
+                }
+                startup.stage(message);
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// With a shared store, offer the manifest's versions and take what the
+/// store says is live, retrying while the store cannot be read.
+async fn adopt_shared_versions(app: &App, startup: &Startup) {
+    let mut logged = false;
+    while let Err(e) = app.adopt_shared().await {
+        let message = format!("waiting for the shared store's component versions: {e}");
+        if !logged {
+            tracing::warn!("{message}");
+            logged = true;
+        }
+        startup.stage(message);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Where compiled components go when --cache-dir is not given with --store.
+fn default_cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|d| !d.is_empty())
+                .map(|home| PathBuf::from(home).join(".cache"))
+        })
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("berth")
 }
 
 /// Ready means able to serve writes, so commit a real write first. While
-/// the store refuses (a full disk, a read-only file), wait, unready, with
-/// /readyz saying why, and try again every second.
-async fn wait_until_writable(store: &SqliteStore, startup: &Startup) {
+/// the store refuses (a full disk, a read-only file, a database that went
+/// away), wait, unready, with /readyz saying why, and try again every second.
+async fn wait_until_writable(store: &Opened, startup: &Startup) {
     let mut logged = false;
     loop {
         let error = match store.probe().await {
-            Ok(_) => return,
+            Ok(()) => return,
             Err(e) => e,
         };
         let message = format!("waiting for the store to accept writes: {error}");
         if !logged {
-            tracing::error!("{message}; free disk space or fix the data directory's permissions");
+            tracing::error!("{message}; free disk space, fix the data directory's permissions, or check the database");
             logged = true;
         }
         startup.stage(message);

@@ -119,7 +119,7 @@ pub fn check_topic(topic: &str) -> Result<(), String> {
 }
 
 /// An id unique across restarts: the start time in nanoseconds plus a counter.
-fn new_event_id() -> String {
+pub(crate) fn new_event_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -1,6 +1,7 @@
 //! An in-memory [`Store`] with the same semantics as the durable one, for
 //! component unit tests and anything else that must not touch the disk.
 
+use super::versions::{LiveVersion, Offer, SharedVersions};
 use super::{
     Commit, CounterError, DELIVERY_LEASE_MS, Delivery, NewEvent, Outbox, Retry, Scan, ScanPage,
     Store, StoreError, WriteBatch, add_to_counter, now_ms,
@@ -231,5 +232,117 @@ impl Outbox for MemoryStore {
             }
             None => Ok(false),
         }
+    }
+}
+
+/// [`SharedVersions`] in memory, for tests of several replicas in one
+/// process: share one between several `App`s.
+#[derive(Debug, Default)]
+pub struct MemoryVersions {
+    state: Mutex<VersionsState>,
+    changed: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct VersionsState {
+    live: BTreeMap<String, LiveVersion>,
+    wasm: BTreeMap<(String, String), Vec<u8>>,
+    seen: std::collections::BTreeSet<(String, String)>,
+}
+
+impl MemoryVersions {
+    pub fn new() -> MemoryVersions {
+        MemoryVersions::default()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, VersionsState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl VersionsState {
+    /// Make the offered version live, as the PostgreSQL backend does.
+    fn point(&mut self, offer: Offer<'_>) -> LiveVersion {
+        let current = self.live.get(offer.component).cloned();
+        if let Some(live) = &current
+            && live.sha256 == offer.sha256
+        {
+            return live.clone();
+        }
+        self.wasm.insert(
+            (offer.component.to_string(), offer.sha256.to_string()),
+            offer.wasm.to_vec(),
+        );
+        let live = LiveVersion {
+            component: offer.component.to_string(),
+            sha256: offer.sha256.to_string(),
+            previous: current.map(|l| l.sha256),
+            changed_at_ms: now_ms(),
+            changed_by: offer.replica.to_string(),
+        };
+        self.live.insert(offer.component.to_string(), live.clone());
+        live
+    }
+}
+
+#[async_trait::async_trait]
+impl SharedVersions for MemoryVersions {
+    async fn offer_manifest(&self, offer: Offer<'_>) -> Result<LiveVersion, StoreError> {
+        let live = {
+            let mut state = self.state();
+            let seen = !state
+                .seen
+                .insert((offer.component.to_string(), offer.sha256.to_string()));
+            match state.live.get(offer.component) {
+                Some(live) if seen => return Ok(live.clone()),
+                _ => state.point(offer),
+            }
+        };
+        self.changed.notify_waiters();
+        Ok(live)
+    }
+
+    async fn publish(&self, offer: Offer<'_>) -> Result<LiveVersion, StoreError> {
+        let live = self.state().point(offer);
+        self.changed.notify_waiters();
+        Ok(live)
+    }
+
+    async fn rollback(
+        &self,
+        component: &str,
+        replica: &str,
+    ) -> Result<Option<LiveVersion>, StoreError> {
+        let live = {
+            let mut state = self.state();
+            let Some(live) = state.live.get_mut(component) else {
+                return Ok(None);
+            };
+            let Some(previous) = live.previous.take() else {
+                return Ok(None);
+            };
+            live.previous = Some(std::mem::replace(&mut live.sha256, previous));
+            live.changed_at_ms = now_ms();
+            live.changed_by = replica.to_string();
+            live.clone()
+        };
+        self.changed.notify_waiters();
+        Ok(Some(live))
+    }
+
+    async fn live(&self) -> Result<Vec<LiveVersion>, StoreError> {
+        Ok(self.state().live.values().cloned().collect())
+    }
+
+    async fn wasm(&self, component: &str, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .state()
+            .wasm
+            .get(&(component.to_string(), sha256.to_string()))
+            .cloned())
+    }
+
+    async fn changed(&self) {
+        self.changed.notified().await;
     }
 }

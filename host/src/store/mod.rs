@@ -4,31 +4,51 @@
 //! key-value method takes a namespace; the host passes the component's name,
 //! so a component can only ever reach its own keys.
 
+#[cfg(test)]
+mod conformance;
 mod files;
+mod health;
 mod lock;
 mod memory;
+mod postgres;
 mod sqlite;
+pub mod versions;
 
 pub use lock::DataLock;
-pub use memory::MemoryStore;
+pub use memory::{MemoryStore, MemoryVersions};
+pub use postgres::{ConnectError, DEFAULT_POOL_SIZE, PgVersions, PostgresStore, redact};
 pub use sqlite::SqliteStore;
+use versions::SharedVersions;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// An opened backend, seen through its two halves (one object behind both
-/// for every backend so far).
+/// An opened backend, seen through its halves (one object behind them for
+/// every backend so far).
 #[derive(Clone)]
 pub struct Backend {
     pub kv: Arc<dyn Store>,
     pub outbox: Arc<dyn Outbox>,
+    /// Component versions, for a store several replicas share.
+    pub versions: Option<Arc<dyn SharedVersions>>,
 }
 
 impl Backend {
-    pub fn new<B: Store + Outbox>(backend: Arc<B>) -> Backend {
+    /// A store only this process uses: versions stay in the process.
+    pub fn local<B: Store + Outbox>(backend: Arc<B>) -> Backend {
         Backend {
             kv: backend.clone(),
             outbox: backend,
+            versions: None,
+        }
+    }
+
+    /// The same store, shared with other replicas, which keep their
+    /// component versions in `versions`.
+    pub fn shared_with(self, versions: Arc<dyn SharedVersions>) -> Backend {
+        Backend {
+            versions: Some(versions),
+            ..self
         }
     }
 }
@@ -272,4 +292,25 @@ pub(crate) fn add_to_counter(current: Option<&[u8]>, delta: i64) -> Result<i64, 
     value
         .checked_add(delta)
         .ok_or_else(|| CounterError::Invalid(format!("counter overflow: {value} + {delta}")))
+}
+
+/// The least string above every string that starts with `prefix`, so a
+/// prefix's keys are exactly those in `prefix..end` in byte (and so
+/// character) order; `None` when no string is (`prefix` is empty or all
+/// U+10FFFF), and the range has no upper end. Appending U+10FFFF to the
+/// prefix instead would leave out the keys that continue it with U+10FFFF.
+pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        // The next scalar value: surrogates are not characters.
+        let next = match last {
+            '\u{D7FF}' => Some('\u{E000}'),
+            c => char::from_u32(u32::from(c) + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }

@@ -2,14 +2,14 @@
 //! one writer thread doing group commit, and a pool of read connections.
 //! A commit is acknowledged only after the fsync that made it durable.
 
+use super::health::Health;
 use super::{
     Commit, CounterError, DELIVERY_LEASE_MS, Delivery, Outbox, Retry, Scan, ScanPage, Store,
-    StoreError, WriteBatch, add_to_counter, now_ms,
+    StoreError, WriteBatch, add_to_counter, now_ms, prefix_end,
 };
 use anyhow::Context as _;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -63,31 +63,6 @@ pub struct SqliteStore {
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Whether the writer can commit, for `/readyz`: shared with its thread.
     health: Arc<Health>,
-}
-
-/// What the writer thread learnt from its last commit.
-#[derive(Default)]
-struct Health {
-    /// The last commit's error, until a later commit succeeds.
-    failure: Mutex<Option<String>>,
-    /// When a commit last succeeded (ms since the epoch), so the probe can
-    /// skip the seconds in which real traffic already proved the store.
-    last_ok_ms: AtomicI64,
-}
-
-impl Health {
-    fn record(&self, outcome: Result<(), &StoreError>) {
-        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-        match outcome {
-            Ok(()) => {
-                self.last_ok_ms.store(now_ms(), Ordering::Relaxed);
-                if failure.take().is_some() {
-                    tracing::info!("the store commits writes again");
-                }
-            }
-            Err(e) => *failure = Some(e.to_string()),
-        }
-    }
 }
 
 enum WriteOp {
@@ -190,23 +165,9 @@ impl SqliteStore {
     /// taking writes (disk full, file made read-only) even with no traffic,
     /// and 200 again once it takes them.
     pub async fn probe_writes(self: Arc<Self>, stop: impl Future<Output = ()>) {
-        const PERIOD: Duration = Duration::from_secs(1);
-        let probing = async {
-            loop {
-                tokio::time::sleep(PERIOD).await;
-                let quiet = now_ms() - self.health.last_ok_ms.load(Ordering::Relaxed)
-                    >= i64::try_from(PERIOD.as_millis()).unwrap_or(i64::MAX);
-                if quiet || self.write_failure().is_some() {
-                    // The outcome is recorded by the writer; a failure is
-                    // logged there too.
-                    let _ = self.probe().await;
-                }
-            }
-        };
-        tokio::select! {
-            () = probing => {}
-            () = stop => {}
-        }
+        // The outcome is recorded by the writer; a failure is logged there too.
+        let probe = || async { drop(self.probe().await) };
+        self.health.probe_writes(probe, stop).await;
     }
 
     fn send(&self, op: WriteOp) -> Result<(), StoreError> {
@@ -268,27 +229,32 @@ impl Store for SqliteStore {
     }
 
     async fn scan(&self, ns: &str, scan: &Scan<'_>) -> Result<ScanPage, StoreError> {
-        // Keys compare as UTF-8 bytes (BINARY collation), and U+10FFFF is the
-        // largest character, so the prefix's keys sort below `end`.
-        let end = format!("{}\u{10FFFF}", scan.prefix);
+        // Keys compare as UTF-8 bytes (BINARY collation), the order of their
+        // characters, so the prefix's keys are those from the prefix up to
+        // its successor (none when it is empty or all U+10FFFF).
+        let end = prefix_end(scan.prefix);
         let after = scan.after.unwrap_or("");
         // One row past the limit tells whether the range goes on.
         let limit = i64::try_from(scan.limit.saturating_add(1)).unwrap_or(i64::MAX);
         // The row that would overflow the byte budget is refused on its
         // `length` before its value is copied out; keys-only scans do not
         // select the values at all.
-        let sql = if scan.values {
-            "SELECT key, length(value), value FROM kv
-             WHERE ns = ?1 AND key >= ?2 AND key < ?3 AND key > ?4
-             ORDER BY key LIMIT ?5"
+        let columns = if scan.values {
+            "key, length(value), value"
         } else {
-            "SELECT key, 0, NULL FROM kv
-             WHERE ns = ?1 AND key >= ?2 AND key < ?3 AND key > ?4
-             ORDER BY key LIMIT ?5"
+            "key, 0, NULL"
         };
+        let below_end = if end.is_some() { "AND key < ?5" } else { "" };
+        let sql = format!(
+            "SELECT {columns} FROM kv WHERE ns = ?1 AND key >= ?2 AND key > ?3 {below_end}
+             ORDER BY key LIMIT ?4"
+        );
         self.with_reader(|conn| {
-            let mut stmt = conn.prepare_cached(sql)?;
-            let mut rows = stmt.query(params![ns, scan.prefix, end, after, limit])?;
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut rows = match &end {
+                Some(end) => stmt.query(params![ns, scan.prefix, after, limit, end])?,
+                None => stmt.query(params![ns, scan.prefix, after, limit])?,
+            };
             let mut page = ScanPage::default();
             let mut bytes = 0;
             while let Some(row) = rows.next()? {
@@ -326,11 +292,7 @@ impl Store for SqliteStore {
     }
 
     fn write_failure(&self) -> Option<String> {
-        self.health
-            .failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.health.failure()
     }
 }
 

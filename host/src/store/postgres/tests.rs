@@ -1,0 +1,514 @@
+//! What only the PostgreSQL store has: connecting (errors, redaction,
+//! migrations), session settings, several replicas on one database, and
+//! the extra connection for LISTEN. Behaviour every backend shares is in
+//! `store/conformance.rs`.
+
+use super::testdb::{self, with_database};
+use super::*;
+use crate::store::NewEvent;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+fn check_redact(url: &str, expected: &str) {
+    assert_eq!(redact(url), expected, "redact({url:?})");
+}
+
+#[test]
+fn redact_hides_the_password_wherever_the_parser_finds_it() {
+    check_redact(
+        "postgres://berth:s3cret@db:5432/berth",
+        "postgres://berth:***@db:5432/berth",
+    );
+    check_redact(
+        "postgresql://berth:a:b%40c@db/berth?sslmode=disable",
+        "postgresql://berth:***@db/berth?sslmode=disable",
+    );
+    check_redact(
+        "postgres://berth:p@ss/w@rd@db/berth?x=1",
+        "postgres://berth:***@db/berth?x=1",
+    );
+    check_redact(
+        "postgres://berth:a?b@db/berth",
+        "postgres://berth:***@db/berth",
+    );
+    check_redact("postgres://berth@db/berth", "postgres://berth@db/berth");
+    check_redact("postgres://db/berth", "postgres://db/berth");
+    check_redact(
+        "postgres://db/berth?user=u&password=s3cret&application_name=x",
+        "postgres://db/berth?user=u&password=***&application_name=x",
+    );
+    check_redact(
+        "postgres://u:one@db/berth?password=two",
+        "postgres://u:***@db/berth?password=***",
+    );
+    check_redact(
+        "host=db password = 'a \\' b' user=u",
+        "host=db password=*** user=u",
+    );
+    check_redact("host=db password=s3cret", "host=db password=***");
+    // Only a parameter named `password` is hidden.
+    check_redact(
+        "postgres://db/x?old_password=1",
+        "postgres://db/x?old_password=1",
+    );
+}
+
+async fn connect_error(url: &str) -> ConnectError {
+    match PostgresStore::connect(url, 2).await {
+        Ok(_) => panic!("connected to {url}"),
+        Err(e) => e,
+    }
+}
+
+#[tokio::test]
+async fn a_url_that_is_not_postgres_is_malformed() {
+    for url in [
+        "mysql://berth:s3cret@db/berth",
+        "postgres://berth:s3cret@db:notaport/berth",
+        "host=db password=s3cret",
+        "",
+    ] {
+        let e = connect_error(url).await;
+        assert!(matches!(e, ConnectError::Malformed { .. }), "{url}: {e:?}");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        assert!(!e.is_transient());
+    }
+    let e = connect_error("mysql://berth:s3cret@db/berth").await;
+    assert_eq!(
+        e.to_string(),
+        "`mysql://berth:***@db/berth` is not a PostgreSQL URL (it must start with postgres:// or postgresql://): write it as postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+    );
+}
+
+#[tokio::test]
+async fn a_closed_port_is_unreachable() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let e = connect_error(&format!("postgres://berth:s3cret@127.0.0.1:{port}/berth")).await;
+    assert!(matches!(e, ConnectError::Unreachable { .. }), "{e:?}");
+    assert!(e.is_transient());
+    let message = e.to_string();
+    assert!(!message.contains("s3cret"), "{message}");
+    assert!(
+        message.starts_with(&format!(
+            "cannot reach PostgreSQL at postgres://berth:***@127.0.0.1:{port}/berth: "
+        )),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_is_unreachable_after_the_timeout() {
+    // Accepts connections and never says a word.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let started = Instant::now();
+    let e = connect_error(&format!("postgres://berth:s3cret@127.0.0.1:{port}/berth")).await;
+    let waited = started.elapsed();
+    silent.abort();
+    assert!(matches!(e, ConnectError::Unreachable { .. }), "{e:?}");
+    assert!(
+        waited >= CONNECT_TIMEOUT && waited < CONNECT_TIMEOUT * 3,
+        "{waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_credentials_and_missing_databases_are_refused() {
+    let Some(server) = testdb::server() else {
+        return;
+    };
+    let config: tokio_postgres::Config = server.parse().unwrap();
+    let password = std::str::from_utf8(config.get_password().unwrap()).unwrap();
+    let wrong = server.replacen(password, "not-the-password", 1);
+    let e = connect_error(&wrong).await;
+    assert!(matches!(e, ConnectError::Refused { .. }), "{e:?}");
+    assert!(!e.to_string().contains("not-the-password"), "{e}");
+    assert!(e.to_string().contains("28P01"), "{e}");
+    assert!(!e.is_transient());
+
+    let missing = testdb::with_dbname(&server, "berth_no_such_database");
+    let e = connect_error(&missing).await;
+    assert!(matches!(e, ConnectError::Refused { .. }), "{e:?}");
+    assert!(!e.to_string().contains(password), "{e}");
+    assert!(e.to_string().contains("3D000"), "{e}");
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    with_database(|url| async move {
+        let store = PostgresStore::connect(&url, 2).await.unwrap();
+        let conn = store.pool().get().await.unwrap();
+        let newer = schema::known_version() + 5;
+        conn.execute("INSERT INTO berth_schema (version) VALUES ($1)", &[&newer])
+            .await
+            .unwrap();
+        let e = connect_error(&url).await;
+        let known = schema::known_version();
+        assert_eq!(e, ConnectError::NewerSchema { found: newer, known });
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "the database holds schema version {newer}, this berth knows up to {known}: upgrade berth"
+            )
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn replicas_starting_together_migrate_once() {
+    with_database(|url| async move {
+        let connects = (0..6).map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { PostgresStore::connect(&url, 2).await })
+        });
+        let mut stores = Vec::new();
+        for connect in connects.collect::<Vec<_>>() {
+            stores.push(connect.await.unwrap().unwrap());
+        }
+        let conn = stores[0].pool().get().await.unwrap();
+        let versions: Vec<i32> = conn
+            .query("SELECT version FROM berth_schema ORDER BY version", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert_eq!(versions, (1..=schema::known_version()).collect::<Vec<_>>());
+        // And again later: nothing to do.
+        PostgresStore::connect(&url, 1).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sessions_commit_synchronously_whatever_the_url_says() {
+    with_database(|url| async move {
+        let url = format!("{url}?options=-c%20synchronous_commit%3Doff%20-c%20work_mem%3D8MB");
+        let store = PostgresStore::connect(&url, 2).await.unwrap();
+        let conn = store.pool().get().await.unwrap();
+        let setting = |name: &'static str| {
+            let conn = &conn;
+            async move {
+                let row = conn
+                    .query_one("SELECT current_setting($1)", &[&name])
+                    .await
+                    .unwrap();
+                row.get::<_, String>(0)
+            }
+        };
+        assert_eq!(setting("synchronous_commit").await, "on");
+        // The URL's other options still apply.
+        assert_eq!(setting("work_mem").await, "8MB");
+        assert_eq!(setting("application_name").await, "berth");
+        let (client, connection) = store.dedicated().await.unwrap();
+        tokio::spawn(connection);
+        let row = client
+            .query_one("SHOW synchronous_commit", &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "on");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_closed_store_says_so() {
+    with_database(|url| async move {
+        let store = PostgresStore::connect(&url, 2).await.unwrap();
+        assert_eq!(store.get("ns", "k").await.unwrap(), None);
+        store.close();
+        assert_eq!(store.get("ns", "k").await, Err(StoreError::Closed));
+        let batch = WriteBatch {
+            writes: BTreeMap::from([("k".to_string(), Some(b"v".to_vec()))]),
+            ..WriteBatch::default()
+        };
+        assert_eq!(store.commit("ns", batch).await, Err(StoreError::Closed));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn keys_with_nul_are_refused_and_never_found() {
+    with_database(|url| async move {
+        let store = PostgresStore::connect(&url, 2).await.unwrap();
+        let batch = WriteBatch {
+            writes: BTreeMap::from([
+                ("a".to_string(), Some(b"1".to_vec())),
+                ("a\0b".to_string(), Some(b"2".to_vec())),
+            ]),
+            ..WriteBatch::default()
+        };
+        match store.commit("ns", batch).await {
+            Err(StoreError::Failed(why)) => assert!(why.contains("U+0000"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            store.increment("ns", "\0", 1).await,
+            Err(CounterError::Store(StoreError::Failed(_)))
+        ));
+        // A refused key is no sign that the database stopped taking writes.
+        assert_eq!(store.write_failure(), None);
+        let batch = WriteBatch {
+            writes: BTreeMap::from([
+                ("a".to_string(), Some(b"1".to_vec())),
+                ("a\u{1}".to_string(), Some(b"2".to_vec())),
+            ]),
+            ..WriteBatch::default()
+        };
+        assert_eq!(store.commit("ns", batch).await.unwrap(), Commit::Done);
+        assert_eq!(store.get("ns", "a\0").await.unwrap(), None);
+        let scan = |prefix, after| Scan {
+            prefix,
+            after,
+            limit: 10,
+            max_bytes: 1000,
+            values: false,
+        };
+        let keys = |page: ScanPage| page.entries.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert!(keys(store.scan("ns", &scan("a\0", None)).await.unwrap()).is_empty());
+        // Above "a\0x" is above "a" (and "a\0x" itself cannot exist).
+        assert_eq!(
+            keys(store.scan("ns", &scan("", Some("a\0x"))).await.unwrap()),
+            ["a\u{1}"]
+        );
+    })
+    .await;
+}
+
+#[test]
+fn lock_ids_depend_on_the_namespace_and_the_key() {
+    let id = lock_id("users", "u1");
+    assert_eq!(id, lock_id("users", "u1"));
+    assert_ne!(id, lock_id("orders", "u1"));
+    assert_ne!(id, lock_id("users", "u2"));
+    // The separator keeps ("ab", "c") and ("a", "bc") apart.
+    assert_ne!(lock_id("ab", "c"), lock_id("a", "bc"));
+}
+
+#[tokio::test]
+async fn write_failure_reports_a_database_that_stopped_taking_writes() {
+    with_database(|url| async move {
+        // One connection, so the setting below holds for every operation.
+        let store = PostgresStore::connect(&url, 1).await.unwrap();
+        let read_only = async |on: bool| {
+            let conn = store.pool().get().await.unwrap();
+            conn.batch_execute(&format!("SET default_transaction_read_only = {on}"))
+                .await
+                .unwrap();
+        };
+        store.probe().await.unwrap();
+        assert_eq!(store.write_failure(), None);
+        read_only(true).await;
+        let batch = WriteBatch {
+            writes: BTreeMap::from([("k".to_string(), Some(b"v".to_vec()))]),
+            ..WriteBatch::default()
+        };
+        match store.commit("ns", batch.clone()).await {
+            Err(StoreError::Unavailable(why)) => assert!(why.contains("25006"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let failure = store.write_failure().expect("a failure is reported");
+        assert!(failure.contains("read-only"), "{failure}");
+        assert!(store.probe().await.is_err());
+        // Reads still work.
+        assert_eq!(store.get("ns", "k").await.unwrap(), None);
+        read_only(false).await;
+        store.probe().await.unwrap();
+        assert_eq!(store.write_failure(), None);
+        assert_eq!(store.commit("ns", batch).await.unwrap(), Commit::Done);
+    })
+    .await;
+}
+
+/// Two stores on one database, as two replicas hold it, and one event
+/// published through the first to `recipients` subscribers.
+async fn replicas_with_an_event(
+    url: &str,
+    recipients: usize,
+) -> (Arc<PostgresStore>, Arc<PostgresStore>) {
+    let first = Arc::new(PostgresStore::connect(url, 4).await.unwrap());
+    let second = Arc::new(PostgresStore::connect(url, 4).await.unwrap());
+    let batch = WriteBatch {
+        events: vec![NewEvent {
+            id: "e".into(),
+            topic: "t".into(),
+            payload: "{}".into(),
+            source: "s".into(),
+            recipients: (0..recipients).map(|i| format!("r{i}")).collect(),
+        }],
+        ..WriteBatch::default()
+    };
+    assert_eq!(first.commit("s", batch).await.unwrap(), Commit::Done);
+    (first, second)
+}
+
+#[tokio::test]
+async fn replicas_share_the_outbox_without_claiming_twice() {
+    with_database(|url| async move {
+        let (first, second) = replicas_with_an_event(&url, 40).await;
+        let now = now_ms() + 1000;
+        let drain = |store: Arc<PostgresStore>| {
+            tokio::spawn(async move {
+                let mut claimed = Vec::new();
+                loop {
+                    let page = store.claim_due(now, 3).await.unwrap();
+                    if page.is_empty() {
+                        return claimed;
+                    }
+                    claimed.extend(page.into_iter().map(|d| d.id));
+                }
+            })
+        };
+        let (a, b) = (drain(first.clone()), drain(second.clone()));
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        let mut all: Vec<i64> = a.iter().chain(&b).copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 40);
+        assert_eq!(a.len() + b.len(), 40, "a delivery was claimed twice");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn replicas_acknowledge_a_delivery_once() {
+    with_database(|url| async move {
+        let (first, second) = replicas_with_an_event(&url, 1).await;
+        let delivery = first.claim_due(now_ms() + 1000, 1).await.unwrap().remove(0);
+        let ack = |store: Arc<PostgresStore>, key: &'static str| {
+            let batch = WriteBatch {
+                writes: BTreeMap::from([(key.to_string(), Some(b"applied".to_vec()))]),
+                completes: Some(delivery.id),
+                ..WriteBatch::default()
+            };
+            tokio::spawn(async move { store.commit("r", batch).await.unwrap() })
+        };
+        let (a, b) = (ack(first.clone(), "a"), ack(second.clone(), "b"));
+        let mut outcomes = vec![a.await.unwrap(), b.await.unwrap()];
+        outcomes.sort_by_key(|o| format!("{o:?}"));
+        assert_eq!(outcomes, [Commit::AlreadyDelivered, Commit::Done]);
+        let applied = [
+            first.get("r", "a").await.unwrap(),
+            first.get("r", "b").await.unwrap(),
+        ];
+        assert_eq!(applied.iter().flatten().count(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_batches_over_shared_keys_never_deadlock() {
+    with_database(|url| async move {
+        let store = Arc::new(PostgresStore::connect(&url, 8).await.unwrap());
+        let tasks: Vec<_> = (0..8u64)
+            .map(|task| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut seed = task;
+                    for _ in 0..20 {
+                        let mut batch = WriteBatch::default();
+                        for _ in 0..4 {
+                            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                            let key = format!("k{}", (seed >> 33) % 6);
+                            batch
+                                .writes
+                                .insert(key, Some(task.to_string().into_bytes()));
+                        }
+                        assert_eq!(store.commit("ns", batch).await.unwrap(), Commit::Done);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_large_batch_commits_whole() {
+    with_database(|url| async move {
+        let store = PostgresStore::connect(&url, 2).await.unwrap();
+        let many: BTreeMap<String, Option<Vec<u8>>> = (0..10_000)
+            .map(|i| (format!("k{i:05}"), Some(i.to_string().into_bytes())))
+            .collect();
+        let batch = WriteBatch {
+            writes: many.clone(),
+            ..WriteBatch::default()
+        };
+        assert_eq!(store.commit("ns", batch).await.unwrap(), Commit::Done);
+        // Larger than one upsert statement carries.
+        let big: BTreeMap<String, Option<Vec<u8>>> = (0..20)
+            .map(|i| {
+                (
+                    format!("big{i:02}"),
+                    Some(vec![u8::try_from(i).unwrap(); 1024 * 1024]),
+                )
+            })
+            .collect();
+        let batch = WriteBatch {
+            writes: big,
+            ..WriteBatch::default()
+        };
+        assert_eq!(store.commit("ns", batch).await.unwrap(), Commit::Done);
+        assert_eq!(
+            store.get("ns", "big19").await.unwrap().unwrap(),
+            vec![19; 1024 * 1024]
+        );
+        let conn = store.pool().get().await.unwrap();
+        let count: i64 = conn
+            .query_one("SELECT count(*) FROM kv WHERE ns = 'ns'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(count, 10_020);
+        let batch = WriteBatch {
+            writes: many.into_keys().map(|k| (k, None)).collect(),
+            ..WriteBatch::default()
+        };
+        assert_eq!(store.commit("ns", batch).await.unwrap(), Commit::Done);
+        assert_eq!(store.get("ns", "k09999").await.unwrap(), None);
+        assert_eq!(
+            store.get("ns", "big00").await.unwrap().unwrap().len(),
+            1024 * 1024
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dedicated_connection_receives_notifications() {
+    with_database(|url| async move {
+        let store = PostgresStore::connect(&url, 2).await.unwrap();
+        let (client, mut connection) = store.dedicated().await.unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                if let Ok(tokio_postgres::AsyncMessage::Notification(n)) = message {
+                    let _ = tx.send((n.channel().to_string(), n.payload().to_string()));
+                }
+            }
+        });
+        client.batch_execute("LISTEN berth_swap").await.unwrap();
+        let conn = store.pool().get().await.unwrap();
+        conn.batch_execute("NOTIFY berth_swap, 'users'")
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap();
+        assert_eq!(got, Some(("berth_swap".into(), "users".into())));
+    })
+    .await;
+}
