@@ -455,7 +455,11 @@ impl Load {
                     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                         match step(t, n) {
                             Ok(note) => tally.ok.lock().unwrap().push(note),
-                            Err(e) => tally.failures.lock().unwrap().push(e),
+                            Err(e) => {
+                                tally.failures.lock().unwrap().push(e);
+                                // No busy loop against a server that is down.
+                                std::thread::sleep(Duration::from_millis(10));
+                            }
                         }
                         n += 1;
                     }

@@ -222,9 +222,10 @@ fn acknowledged_writes_survive_sigkill_of_both_replicas() {
         load.tally.failures.lock().unwrap().first()
     );
     let Replica { berth: a_berth, .. } = a;
+    // Counted before the kill: requests in flight at the kill fail after.
+    let failures_at_kill = load.tally.failures.lock().unwrap().len();
     a_berth.kill();
     let at_kill = load.tally.ok_count();
-    let failures_at_kill = load.tally.failures.lock().unwrap().len();
     // B keeps taking writes with A gone.
     assert!(
         load.wait_for_ok(at_kill + 100, Duration::from_secs(60)),
@@ -561,11 +562,12 @@ fn start_up_waits_for_an_unreachable_database_without_showing_the_password() {
         &[],
     );
     let addr: SocketAddr = starting.bound_addr();
-    let redacted = format!("waiting for the store at postgres://berth:***@127.0.0.1:{port}");
+    let redacted = format!("postgres://berth:***@127.0.0.1:{port}/berth");
     let waiting = |addr| {
-        try_get(addr, "/readyz")
-            .ok()
-            .filter(|r| r.status == 503 && body_text(r).contains(&redacted))
+        try_get(addr, "/readyz").ok().filter(|r| {
+            let body = body_text(r);
+            r.status == 503 && body.contains("waiting for the store") && body.contains(&redacted)
+        })
     };
     let reply = eventually(Duration::from_secs(30), || waiting(addr)).unwrap_or_else(|| {
         panic!(
@@ -590,33 +592,41 @@ fn start_up_waits_for_an_unreachable_database_without_showing_the_password() {
     );
 }
 
-/// Assert `berth serve ARGS` exits with status 1 and one `error:` line,
-/// without `password` anywhere in its output; its stderr.
-#[track_caller]
-fn refused_at_start(args: &[&str], env: &[(&str, &str)], password: &str) -> String {
+/// Check `berth serve ARGS` exits with status 1 and one `error:` line,
+/// without `password` anywhere in its output: its stderr, or what was wrong.
+fn check_refused(args: &[&str], env: &[(&str, &str)], password: &str) -> Result<String, String> {
     let output = run_to_exit(args, env, Duration::from_secs(60));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
-    let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
-    assert!(
-        !stdout.contains("listening on"),
-        "{args:?} started serving: {stdout}"
-    );
-    for (what, text) in [("stdout", &*stdout), ("stderr", &*stderr)] {
-        assert!(
-            !text.contains(password),
-            "{args:?}: the password is on {what}:\n{text}"
-        );
+    let what = format!("{args:?} {env:?}");
+    if output.status.code() != Some(1) {
+        return Err(format!("{what} exited with {}: {stderr}", output.status));
     }
-    stderr
+    let errors = stderr.lines().filter(|l| l.starts_with("error:")).count();
+    if errors != 1 {
+        return Err(format!("{what}: {errors} error lines: {stderr}"));
+    }
+    if stdout.contains("listening on") {
+        return Err(format!("{what} started serving: {stdout}"));
+    }
+    for (pipe, text) in [("stdout", &*stdout), ("stderr", &*stderr)] {
+        if text.contains(password) {
+            return Err(format!("{what}: the password is on {pipe}: {text}"));
+        }
+    }
+    Ok(stderr)
+}
+
+#[track_caller]
+fn refused_at_start(args: &[&str], env: &[(&str, &str)], password: &str) -> String {
+    check_refused(args, env, password).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
 fn start_up_refuses_a_malformed_store_url() {
     let cache = data_dir();
     let cache = cache.path().to_str().unwrap();
+    let mut problems = Vec::new();
     for (password, url) in [
         (
             "Malformed-Pw-1",
@@ -628,17 +638,39 @@ fn start_up_refuses_a_malformed_store_url() {
         ),
         (
             "Malformed-Pw-3",
-            "postgres//berth:Malformed-Pw-3@127.0.0.1/berth",
+            "postgres://berth:Malformed-Pw-3@[::1/berth",
         ),
         (
             "Malformed-Pw-4",
             "mysql://berth:Malformed-Pw-4@127.0.0.1/berth",
         ),
+        // Typos in the scheme's separator, and no scheme at all.
+        (
+            "Malformed-Pw-5",
+            "postgres//berth:Malformed-Pw-5@127.0.0.1/berth",
+        ),
+        (
+            "Malformed-Pw-6",
+            "postgres:/berth:Malformed-Pw-6@127.0.0.1/berth",
+        ),
+        (
+            "Malformed-Pw-7",
+            "berth:Malformed-Pw-7@127.0.0.1:5432/berth",
+        ),
     ] {
-        refused_at_start(&["--store", url, "--cache-dir", cache], &[], password);
+        let flag = ["--store", url, "--cache-dir", cache];
         // The same from the environment.
-        refused_at_start(&["--cache-dir", cache], &[("BERTH_STORE", url)], password);
+        let env = ["--cache-dir", cache];
+        for (args, env) in [
+            (&flag[..], &[][..]),
+            (&env[..], &[("BERTH_STORE", url)][..]),
+        ] {
+            if let Err(problem) = check_refused(args, env, password) {
+                problems.push(problem);
+            }
+        }
     }
+    assert!(problems.is_empty(), "{problems:#?}");
     // --data and --store name two different stores.
     let output = run_to_exit(
         &[
