@@ -209,9 +209,7 @@ fn component_json(c: &ComponentInfo, shared: Option<Option<&LiveVersion>>) -> Va
                 ("rejected", Some(format!("version {sha256}: {reason}")))
             }
             Following::Compiling(_) => ("compiling", None),
-            Following::Live if live.is_some_and(|l| l.sha256 != c.live.sha256) => {
-                ("behind", None)
-            }
+            Following::Live if live.is_some_and(|l| l.sha256 != c.live.sha256) => ("behind", None),
             Following::Live => ("live", None),
         };
         value["here"] = json!({ "state": state, "reason": reason });

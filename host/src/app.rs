@@ -275,7 +275,10 @@ impl App {
         };
         let info = next.info();
         slot.install(next);
-        metrics().swaps.get_or_create(&Metrics::component(name)).inc();
+        metrics()
+            .swaps
+            .get_or_create(&Metrics::component(name))
+            .inc();
         Ok(Replaced {
             version: info,
             swapped: true,
@@ -311,8 +314,8 @@ impl App {
         };
         let _compiling = self.compiling.lock().await;
         for (name, slot) in &self.components {
-            let wasm = read_wasm(name, &slot.source)
-                .map_err(|e| StoreError::Failed(format!("{e:#}")))?;
+            let wasm =
+                read_wasm(name, &slot.source).map_err(|e| StoreError::Failed(format!("{e:#}")))?;
             let sha256 = slot.live.load().sha256.clone();
             let live = shared
                 .versions
@@ -426,7 +429,10 @@ impl App {
                 let info = next.info();
                 slot.install(next);
                 slot.set_following(Following::Live);
-                metrics().swaps.get_or_create(&Metrics::component(name)).inc();
+                metrics()
+                    .swaps
+                    .get_or_create(&Metrics::component(name))
+                    .inc();
                 Ok(info)
             }
             Err(e) => {

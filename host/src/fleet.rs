@@ -122,11 +122,19 @@ mod tests {
 
         let replaced = a.replace("users", wasm("orders")).await.expect("swap");
         assert!(replaced.swapped);
-        assert_eq!(live(&a), v2, "the replica that took the upload swaps at once");
+        assert_eq!(
+            live(&a),
+            v2,
+            "the replica that took the upload swaps at once"
+        );
         assert_eq!(live(&b), v1, "the other has not looked yet");
         assert_eq!(b.follow_shared().await.expect("follow"), 1);
         assert_eq!(live(&b), v2);
-        assert_eq!(a.follow_shared().await.expect("follow"), 0, "nothing left to do");
+        assert_eq!(
+            a.follow_shared().await.expect("follow"),
+            0,
+            "nothing left to do"
+        );
 
         let rolled = b.rollback("users").await.expect("rollback");
         assert_eq!((rolled.sha256, live(&b)), (v1.clone(), v1.clone()));
@@ -147,7 +155,10 @@ mod tests {
         let b = fleet.replica("b", USERS).await;
         let v1 = live(&a);
         let refused = a.replace("users", b"not a component".to_vec()).await;
-        assert!(matches!(refused, Err(SwapError::Rejected(_))), "{refused:?}");
+        assert!(
+            matches!(refused, Err(SwapError::Rejected(_))),
+            "{refused:?}"
+        );
         assert_eq!(b.follow_shared().await.expect("follow"), 0);
         assert_eq!((live(&a), live(&b)), (v1.clone(), v1));
         let shared = a.shared_live().await.expect("shared").expect("live");
@@ -168,6 +179,10 @@ mod tests {
         assert_eq!(live(&old), v2, "the old replica follows the new deployment");
         // An old replica restarting offers a version the store has seen.
         let restarted = fleet.replica("old-again", USERS).await;
-        assert_eq!(live(&restarted), v2, "a restart of the old image does not undo it");
+        assert_eq!(
+            live(&restarted),
+            v2,
+            "a restart of the old image does not undo it"
+        );
     }
 }

@@ -459,7 +459,10 @@ async fn start_up(
             let sqlite = tokio::task::block_in_place(|| SqliteStore::open(data))?;
             // The lock is ours: no other process is delivering these.
             sqlite.release_claims()?;
-            let cache_dir = args.cache_dir.clone().unwrap_or_else(|| data.join("compiled"));
+            let cache_dir = args
+                .cache_dir
+                .clone()
+                .unwrap_or_else(|| data.join("compiled"));
             let store = Opened::Embedded {
                 lock,
                 store: Arc::new(sqlite),
@@ -489,12 +492,7 @@ async fn start_up(
     // Compiling is CPU-bound: off the async threads, so /readyz keeps answering.
     let app = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let runtime = Runtime::new(&engine_config)?;
-        let app = App::load(
-            &manifest,
-            &runtime,
-            &backend,
-            &berth::fleet::replica_name(),
-        )?;
+        let app = App::load(&manifest, &runtime, &backend, &berth::fleet::replica_name())?;
         runtime.prune_cache();
         Ok(Arc::new(app))
     })
@@ -508,7 +506,11 @@ async fn start_up(
 /// Connect to the shared store, retrying with backoff while it cannot be
 /// reached (it may be starting beside us); a malformed URL, a refused
 /// login or a schema from a newer berth end start-up at once.
-async fn connect(url: &str, connections: usize, startup: &Startup) -> anyhow::Result<PostgresStore> {
+async fn connect(
+    url: &str,
+    connections: usize,
+    startup: &Startup,
+) -> anyhow::Result<PostgresStore> {
     let mut wait = Duration::from_millis(100);
     let mut logged = false;
     loop {
@@ -575,7 +577,9 @@ async fn wait_until_writable(store: &Opened, startup: &Startup) {
         };
         let message = format!("waiting for the store to accept writes: {error}");
         if !logged {
-            tracing::error!("{message}; free disk space, fix the data directory's permissions, or check the database");
+            tracing::error!(
+                "{message}; free disk space, fix the data directory's permissions, or check the database"
+            );
             logged = true;
         }
         startup.stage(message);

@@ -249,6 +249,11 @@ fn check_key(key: &str) -> Result<(), Error> {
     if key.is_empty() {
         return Err(Error::Invalid("key must not be empty".into()));
     }
+    if key.contains('\0') {
+        return Err(Error::Invalid(
+            "key must not contain U+0000 (NUL), which not every store can hold".into(),
+        ));
+    }
     if key.len() > MAX_KEY_LEN {
         return Err(Error::Invalid(format!(
             "key is {} bytes; the limit is {MAX_KEY_LEN}",

@@ -6,11 +6,11 @@
 mod batch;
 mod error;
 mod schema;
-mod versions;
 #[cfg(test)]
 pub(crate) mod testdb;
 #[cfg(test)]
 mod tests;
+mod versions;
 
 pub use error::{ConnectError, redact};
 pub use versions::PgVersions;

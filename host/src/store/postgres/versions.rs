@@ -7,12 +7,12 @@
 
 use super::PostgresStore;
 use crate::store::StoreError;
-use crate::store::versions::{LiveVersion, Offer, SharedVersions};
 use crate::store::now_ms;
+use crate::store::versions::{LiveVersion, Offer, SharedVersions};
+use deadpool_postgres::GenericClient;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
-use deadpool_postgres::GenericClient;
 use tokio_postgres::{AsyncMessage, Row};
 
 /// The channel every replica listens on; the payload is the component.
@@ -241,7 +241,13 @@ async fn point(
     tx.execute(
         "INSERT INTO component_versions (component, sha256, wasm, uploaded_at_ms, uploaded_by)
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (component, sha256) DO NOTHING",
-        &[&offer.component, &offer.sha256, &offer.wasm, &now, &offer.replica],
+        &[
+            &offer.component,
+            &offer.sha256,
+            &offer.wasm,
+            &now,
+            &offer.replica,
+        ],
     )
     .await
     .map_err(pg)?;
@@ -253,7 +259,13 @@ async fn point(
              ON CONFLICT (component) DO UPDATE SET sha256 = $2, previous = $3,
                  changed_at_ms = $4, changed_by = $5
              RETURNING component, sha256, previous, changed_at_ms, changed_by",
-            &[&offer.component, &offer.sha256, &previous, &now, &offer.replica],
+            &[
+                &offer.component,
+                &offer.sha256,
+                &previous,
+                &now,
+                &offer.replica,
+            ],
         )
         .await
         .map_err(pg)?;
