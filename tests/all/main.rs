@@ -21,6 +21,8 @@ mod obs_watch;
 mod observability;
 mod ops;
 mod orders;
+mod pg;
+mod replicas;
 mod shutdown;
 mod store_integrity;
 mod store_locking;

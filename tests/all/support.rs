@@ -346,7 +346,14 @@ pub struct Starting {
 impl Starting {
     /// Spawn `berth serve` on port 0 with its stderr captured (and echoed).
     pub fn spawn(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Starting {
-        Starting::run(Command::new(BERTH), data, args, env)
+        Starting::run(Command::new(BERTH), Some(data), args, env)
+    }
+
+    /// Like [`Starting::spawn`] without `--data` (for `--store`), from
+    /// `command`, which runs `berth` and may set its directory or
+    /// environment.
+    pub fn spawn_command(command: Command, args: &[&str], env: &[(&str, &str)]) -> Starting {
+        Starting::run(command, None, args, env)
     }
 
     /// Like [`Starting::spawn`], with `berth` started by the shell command
@@ -360,15 +367,22 @@ impl Starting {
     ) -> Starting {
         let mut bash = Command::new("bash");
         bash.args(["-c", script, "berth", BERTH]);
-        Starting::run(bash, data, args, env)
+        Starting::run(bash, Some(data), args, env)
     }
 
     /// Run `command` with the `serve` arguments appended, stdout piped for
     /// the `listening on` line and stderr collected into [`Logs`].
-    fn run(mut command: Command, data: &Path, args: &[&str], env: &[(&str, &str)]) -> Starting {
+    fn run(
+        mut command: Command,
+        data: Option<&Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Starting {
+        command.args(["serve", "--listen", "127.0.0.1:0"]);
+        if let Some(data) = data {
+            command.arg("--data").arg(data);
+        }
         let mut child = command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
             .args(args)
             .envs(env.iter().copied())
             .env("NO_COLOR", "1")
