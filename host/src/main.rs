@@ -273,6 +273,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => Manifest::from_file(path)?,
         None => Manifest::builtin(),
     };
+    if let Some(url) = &args.store.store {
+        berth::store::check_url(url)?;
+    }
     let admin_config = admin_config(&args)?;
     let delivery = DeliveryConfig {
         max_attempts: args.event_max_attempts,

@@ -74,7 +74,14 @@ impl ConnectError {
 /// the message still says which server was meant.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return hide_password_params(url);
+        // Not a URL the parser reads (`postgres//u:p@h`, `u:p@h/db`), but
+        // an `@` may still end a password typed before it: show nothing
+        // before the last one.
+        let query = url.find('?').unwrap_or(url.len());
+        return match url[..query].rfind('@') {
+            Some(at) => format!("***{}", hide_password_params(&url[at..])),
+            None => hide_password_params(url),
+        };
     };
     let mut shown = format!("{scheme}://");
     // tokio-postgres takes the credentials up to the first `@`, and the

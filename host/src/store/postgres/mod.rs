@@ -55,6 +55,25 @@ pub struct PostgresStore {
     health: Health,
 }
 
+/// Check that `url` is a PostgreSQL URL the client can use, without
+/// connecting: what can be refused before a server binds its port.
+pub fn check_url(url: &str) -> Result<(), ConnectError> {
+    parse_url(url).map(drop)
+}
+
+fn parse_url(url: &str) -> Result<tokio_postgres::Config, ConnectError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(ConnectError::Malformed {
+            url: redact(url),
+            why: "it must start with postgres:// or postgresql://".into(),
+        });
+    }
+    url.parse().map_err(|e| ConnectError::Malformed {
+        url: redact(url),
+        why: describe(&e),
+    })
+}
+
 impl PostgresStore {
     /// Connect to the database at `url` (`postgres://` or `postgresql://`)
     /// through a pool of at most `pool_size` connections (at least one),
@@ -63,17 +82,7 @@ impl PostgresStore {
     /// host, as it is deployed beside the database.
     pub async fn connect(url: &str, pool_size: usize) -> Result<PostgresStore, ConnectError> {
         let shown = redact(url);
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(ConnectError::Malformed {
-                url: shown,
-                why: "it must start with postgres:// or postgresql://".into(),
-            });
-        }
-        let mut config: tokio_postgres::Config =
-            url.parse().map_err(|e| ConnectError::Malformed {
-                url: shown.clone(),
-                why: describe(&e),
-            })?;
+        let mut config = parse_url(url)?;
         let password = config.get_password().map(<[u8]>::to_vec);
         let options = match config.get_options() {
             Some(theirs) if !theirs.trim().is_empty() => format!("{theirs} {SESSION_OPTIONS}"),

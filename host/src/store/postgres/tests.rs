@@ -46,6 +46,10 @@ fn redact_hides_the_password_wherever_the_parser_finds_it() {
         "host=db password=*** user=u",
     );
     check_redact("host=db password=s3cret", "host=db password=***");
+    // Not URLs the parser reads, but a password may still sit before `@`.
+    check_redact("postgres//berth:s3cret@db/berth", "***@db/berth");
+    check_redact("postgres:/berth:s3cret@db/berth", "***@db/berth");
+    check_redact("berth:s3cret@db/berth", "***@db/berth");
     // Only a parameter named `password` is hidden.
     check_redact(
         "postgres://db/x?old_password=1",
