@@ -13,100 +13,115 @@ use std::collections::BTreeSet;
 /// this (up to 10,000 keys of 1 MiB) goes in several, in one transaction.
 const UPSERT_CHUNK_BYTES: usize = 16 * 1024 * 1024;
 
+/// Take the batch's key locks, in ascending order.
+const LOCK: &str = "SELECT pg_advisory_xact_lock(l) FROM unnest($1::bigint[]) AS l";
+
+/// The first key (in key order) whose committed value is not the one the
+/// batch expects, compared on the server so no value is sent back.
+const CHANGED: &str =
+    "SELECT u.key FROM unnest($2::text[], $3::bytea[]) WITH ORDINALITY AS u(key, value, n)
+     LEFT JOIN kv ON kv.ns = $1 AND kv.key = u.key
+     WHERE kv.value IS DISTINCT FROM u.value
+     ORDER BY u.n LIMIT 1";
+
+const UPSERT: &str = "INSERT INTO kv (ns, key, value)
+     SELECT $1, u.key, u.value FROM unnest($2::text[], $3::bytea[]) AS u(key, value)
+     ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value";
+
+const DELETE: &str = "DELETE FROM kv WHERE ns = $1 AND key = ANY($2::text[])";
+
+const DELIVERIES: &str =
+    "INSERT INTO deliveries (event_id, topic, payload, source, recipient, next_at)
+     SELECT e.event_id, e.topic, e.payload, e.source, e.recipient, $6
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+          WITH ORDINALITY AS e(event_id, topic, payload, source, recipient, n)
+     ORDER BY e.n";
+
+const COMPLETED: &str = "DELETE FROM deliveries WHERE id = $1";
+
 /// One batch, in one transaction: lock its keys, check its preconditions
 /// and the delivery it completes, then write. A refused batch is rolled
 /// back having written nothing.
+///
+/// Two round trips in the common case, not one per statement: the
+/// statements are prepared first (cached per connection, so after the first
+/// batch this waits for nothing), then `BEGIN`, the locks and the
+/// precondition check go out together, and so do the writes and `COMMIT`.
+/// A connection runs what it is sent in order, so the check still reads
+/// only once every lock is held, and `COMMIT` comes after every write. If a
+/// statement fails, the server ends the transaction at `COMMIT` with a
+/// rollback, and the connection is rolled back here whatever happened.
 pub(super) async fn apply(
     conn: &mut deadpool_postgres::Client,
     ns: &str,
     batch: &WriteBatch,
 ) -> Result<Commit, tokio_postgres::Error> {
-    let tx = conn.transaction().await?;
-    let locks: BTreeSet<i64> = (batch.expects.keys().chain(batch.writes.keys()))
+    let outcome = apply_pipelined(conn, ns, batch).await;
+    if !matches!(outcome, Ok(Commit::Done)) {
+        let _ = conn.batch_execute("ROLLBACK").await;
+    }
+    outcome
+}
+
+async fn apply_pipelined(
+    conn: &deadpool_postgres::Client,
+    ns: &str,
+    batch: &WriteBatch,
+) -> Result<Commit, tokio_postgres::Error> {
+    let lock = conn.prepare_cached(LOCK).await?;
+    let changed = conn.prepare_cached(CHANGED).await?;
+    let upsert = conn.prepare_cached(UPSERT).await?;
+    let delete = conn.prepare_cached(DELETE).await?;
+    let deliveries = conn.prepare_cached(DELIVERIES).await?;
+    let completed = conn.prepare_cached(COMPLETED).await?;
+
+    let locks: Vec<i64> = (batch.expects.keys().chain(batch.writes.keys()))
         .map(|key| lock_id(ns, key))
+        .collect::<BTreeSet<i64>>()
+        .into_iter()
         .collect();
-    lock_keys(&tx, &locks.into_iter().collect::<Vec<_>>()).await?;
-    if let Some(key) = first_changed(&tx, ns, batch).await? {
-        tx.rollback().await?;
-        return Ok(Commit::Conflict(key));
+    let expected_keys: Vec<&str> = batch.expects.keys().map(String::as_str).collect();
+    let expected: Vec<Option<&[u8]>> = batch.expects.values().map(Option::as_deref).collect();
+    let (_, _, first_changed) = tokio::try_join!(
+        conn.batch_execute("BEGIN"),
+        async { conn.execute(&lock, &[&locks]).await },
+        async {
+            conn.query_opt(&changed, &[&ns, &expected_keys, &expected])
+                .await
+        },
+    )?;
+    if let Some(row) = first_changed {
+        return Ok(Commit::Conflict(row.try_get(0)?));
     }
     if let Some(id) = batch.completes {
         // The row lock makes a second replica acknowledging the same
         // delivery wait here, then find it gone.
-        let stmt = tx
+        let stmt = conn
             .prepare_cached("SELECT 1 FROM deliveries WHERE id = $1 AND NOT dead FOR UPDATE")
             .await?;
-        if tx.query_opt(&stmt, &[&id]).await?.is_none() {
-            tx.rollback().await?;
+        if conn.query_opt(&stmt, &[&id]).await?.is_none() {
             return Ok(Commit::AlreadyDelivered);
         }
     }
-    let (mut keys, mut values, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
+
+    // The writes, in chunks of at most UPSERT_CHUNK_BYTES of values.
+    let mut chunks: Vec<(Vec<&str>, Vec<&[u8]>)> = Vec::new();
+    let mut deleted = Vec::new();
     let mut chunk_bytes = 0;
     for (key, value) in &batch.writes {
         let Some(value) = value else {
             deleted.push(key.as_str());
             continue;
         };
-        if chunk_bytes + value.len() > UPSERT_CHUNK_BYTES && !keys.is_empty() {
-            upsert(&tx, ns, &keys, &values).await?;
-            (keys, values, chunk_bytes) = (Vec::new(), Vec::new(), 0);
+        if chunks.is_empty() || chunk_bytes + value.len() > UPSERT_CHUNK_BYTES {
+            chunks.push((Vec::new(), Vec::new()));
+            chunk_bytes = 0;
         }
+        let (keys, values) = chunks.last_mut().expect("a chunk was just pushed");
         keys.push(key.as_str());
         values.push(value.as_slice());
         chunk_bytes += value.len();
     }
-    if !keys.is_empty() {
-        upsert(&tx, ns, &keys, &values).await?;
-    }
-    if !deleted.is_empty() {
-        let stmt = tx
-            .prepare_cached("DELETE FROM kv WHERE ns = $1 AND key = ANY($2::text[])")
-            .await?;
-        tx.execute(&stmt, &[&ns, &deleted]).await?;
-    }
-    insert_deliveries(&tx, batch).await?;
-    if let Some(id) = batch.completes {
-        let stmt = tx
-            .prepare_cached("DELETE FROM deliveries WHERE id = $1")
-            .await?;
-        tx.execute(&stmt, &[&id]).await?;
-    }
-    tx.commit().await?;
-    Ok(Commit::Done)
-}
-
-/// The first key (in key order) whose committed value is not the one the
-/// batch expects, compared on the server so no value is sent back.
-async fn first_changed(
-    tx: &deadpool_postgres::Transaction<'_>,
-    ns: &str,
-    batch: &WriteBatch,
-) -> Result<Option<String>, tokio_postgres::Error> {
-    if batch.expects.is_empty() {
-        return Ok(None);
-    }
-    let keys: Vec<&str> = batch.expects.keys().map(String::as_str).collect();
-    let values: Vec<Option<&[u8]>> = batch.expects.values().map(Option::as_deref).collect();
-    let stmt = tx
-        .prepare_cached(
-            "SELECT u.key FROM unnest($2::text[], $3::bytea[]) WITH ORDINALITY AS u(key, value, n)
-             LEFT JOIN kv ON kv.ns = $1 AND kv.key = u.key
-             WHERE kv.value IS DISTINCT FROM u.value
-             ORDER BY u.n LIMIT 1",
-        )
-        .await?;
-    tx.query_opt(&stmt, &[&ns, &keys, &values])
-        .await?
-        .map(|row| row.try_get(0))
-        .transpose()
-}
-
-/// One pending delivery per recipient of each event, due now.
-async fn insert_deliveries(
-    tx: &deadpool_postgres::Transaction<'_>,
-    batch: &WriteBatch,
-) -> Result<(), tokio_postgres::Error> {
     let mut columns: [Vec<&str>; 5] = Default::default();
     for event in &batch.events {
         for recipient in &event.recipients {
@@ -121,25 +136,45 @@ async fn insert_deliveries(
             }
         }
     }
-    if columns[0].is_empty() {
-        return Ok(());
-    }
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO deliveries (event_id, topic, payload, source, recipient, next_at)
-             SELECT e.event_id, e.topic, e.payload, e.source, e.recipient, $6
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
-                  WITH ORDINALITY AS e(event_id, topic, payload, source, recipient, n)
-             ORDER BY e.n",
-        )
-        .await?;
+    let now = now_ms();
     let [ids, topics, payloads, sources, recipients] = &columns;
-    tx.execute(
-        &stmt,
-        &[&ids, &topics, &payloads, &sources, &recipients, &now_ms()],
-    )
-    .await?;
-    Ok(())
+
+    type Step<'a> = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>,
+    >;
+    let (upsert, delete, deliveries, completed) = (&upsert, &delete, &deliveries, &completed);
+    let (deleted, now) = (&deleted, &now);
+    let mut steps: Vec<Step<'_>> = Vec::new();
+    for (keys, values) in &chunks {
+        steps.push(Box::pin(async move {
+            conn.execute(upsert, &[&ns, keys, values]).await
+        }));
+    }
+    if !deleted.is_empty() {
+        steps.push(Box::pin(async move {
+            conn.execute(delete, &[&ns, deleted]).await
+        }));
+    }
+    if !ids.is_empty() {
+        steps.push(Box::pin(async move {
+            conn.execute(
+                deliveries,
+                &[ids, topics, payloads, sources, recipients, now],
+            )
+            .await
+        }));
+    }
+    if let Some(id) = &batch.completes {
+        steps.push(Box::pin(
+            async move { conn.execute(completed, &[id]).await },
+        ));
+    }
+    steps.push(Box::pin(async {
+        conn.batch_execute("COMMIT").await.map(|()| 0)
+    }));
+    // Polled in order, each step sends its statement on its first poll.
+    futures_util::future::try_join_all(steps).await?;
+    Ok(Commit::Done)
 }
 
 /// The advisory lock of one key: the first 8 bytes of SHA-256 of
@@ -156,23 +191,6 @@ pub(super) fn lock_id(ns: &str, key: &str) -> i64 {
     i64::from_be_bytes(first)
 }
 
-/// Take the advisory locks `ids` (distinct, ascending) until the end of the
-/// transaction, in one statement. Every transaction takes its locks in the
-/// same ascending order, so two batches sharing keys wait for each other
-/// but never deadlock.
-pub(super) async fn lock_keys(
-    client: &impl GenericClient,
-    ids: &[i64],
-) -> Result<(), tokio_postgres::Error> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let stmt = client
-        .prepare_cached("SELECT pg_advisory_xact_lock(l) FROM unnest($1::bigint[]) AS l")
-        .await?;
-    client.execute(&stmt, &[&ids]).await.map(drop)
-}
-
 pub(super) async fn read(
     client: &impl GenericClient,
     ns: &str,
@@ -184,24 +202,4 @@ pub(super) async fn read(
         .await
         .and_then(|row| row.map(|row| row.try_get(0)).transpose())
         .map_err(store_error)
-}
-
-/// Insert or replace `keys[i]` with `values[i]`, in one statement.
-pub(super) async fn upsert(
-    client: &impl GenericClient,
-    ns: &str,
-    keys: &[&str],
-    values: &[&[u8]],
-) -> Result<(), tokio_postgres::Error> {
-    let stmt = client
-        .prepare_cached(
-            "INSERT INTO kv (ns, key, value)
-             SELECT $1, u.key, u.value FROM unnest($2::text[], $3::bytea[]) AS u(key, value)
-             ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value",
-        )
-        .await?;
-    client
-        .execute(&stmt, &[&ns, &keys, &values])
-        .await
-        .map(drop)
 }

@@ -398,7 +398,25 @@ impl Store for PostgresStore {
             Ok(conn) => conn,
             Err(e) => return self.wrote(Err(e)),
         };
-        match apply(&mut conn, ns, &batch).await {
+        // On a task of its own: a request dropped mid-commit (its client
+        // went away) must not return the connection to the pool in the
+        // middle of a transaction, nor leave a commit half-sent.
+        let applying = {
+            let ns = ns.to_string();
+            tokio::spawn(async move {
+                let applied = apply(&mut conn, &ns, &batch).await;
+                (applied, batch)
+            })
+        };
+        let (applied, batch) = match applying.await {
+            Ok(done) => done,
+            Err(e) => {
+                return self.wrote(Err(StoreError::Failed(format!(
+                    "the commit task failed: {e}"
+                ))));
+            }
+        };
+        match applied {
             Ok(Commit::Done) => self.wrote(Ok(Commit::Done)),
             Ok(refused) => Ok(refused),
             // The database rolled the transaction back: nothing was written,
