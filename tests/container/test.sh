@@ -230,8 +230,8 @@ stop_cleanly "$first"
 
 step "second run on the same volume, restricted like the Kubernetes pod"
 # The manifest from the ConfigMap, as Kubernetes mounts it.
-sed -n '/^  berth.toml: |$/,/^[^ ]/{/^    /s/^    //p;/^$/p}' deploy/k8s/configmap.yaml >"$work/berth.toml"
-grep -q 'builtin:users' "$work/berth.toml" || fail "could not read the manifest from deploy/k8s/configmap.yaml"
+sed -n '/^  berth.toml: |$/,/^[^ ]/{/^    /s/^    //p;/^$/p}' deploy/k8s/base/configmap.yaml >"$work/berth.toml"
+grep -q 'builtin:users' "$work/berth.toml" || fail "could not read the manifest from deploy/k8s/base/configmap.yaml"
 chmod 0644 "$work/berth.toml"
 chmod 0755 "$work"
 port="$(free_port)"
