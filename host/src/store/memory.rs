@@ -24,6 +24,8 @@ struct Deliveries {
     /// lease while claimed) and dead flag.
     deliveries: Vec<(Delivery, i64, bool)>,
     next_id: i64,
+    /// `(namespace, event id)` of every event a batch applied, with when.
+    applied: BTreeMap<(String, String), i64>,
 }
 
 impl Deliveries {
@@ -148,7 +150,13 @@ impl Store for MemoryStore {
                 .iter()
                 .any(|(d, _, dead)| d.id == id && !dead)
         };
+        let applied = |event_id: &String| {
+            self.outbox()
+                .applied
+                .contains_key(&(ns.to_string(), event_id.clone()))
+        };
         let outcome = match conflict {
+            _ if batch.applies.as_ref().is_some_and(applied) => Commit::AlreadyDelivered,
             Some((key, _)) => Commit::Conflict(key.clone()),
             None if batch.completes.is_some_and(|id| !pending(id)) => Commit::AlreadyDelivered,
             None => {
@@ -164,6 +172,9 @@ impl Store for MemoryStore {
                 }
                 if let Some(id) = batch.completes {
                     outbox.deliveries.retain(|(d, _, _)| d.id != id);
+                }
+                if let Some(event_id) = batch.applies {
+                    outbox.applied.insert((ns.to_string(), event_id), now_ms());
                 }
                 Commit::Done
             }
@@ -232,6 +243,31 @@ impl Outbox for MemoryStore {
             }
             None => Ok(false),
         }
+    }
+
+    async fn complete(&self, id: i64) -> Result<bool, StoreError> {
+        let mut outbox = self.outbox();
+        let before = outbox.deliveries.len();
+        outbox.deliveries.retain(|(d, _, dead)| d.id != id || *dead);
+        Ok(outbox.deliveries.len() < before)
+    }
+
+    async fn backlog(&self) -> Result<u64, StoreError> {
+        let outbox = self.outbox();
+        let live = outbox.deliveries.iter().filter(|(_, _, dead)| !dead);
+        Ok(u64::try_from(live.count()).unwrap_or(u64::MAX))
+    }
+
+    async fn applied(&self, ns: &str, event_id: &str) -> Result<bool, StoreError> {
+        let record = (ns.to_string(), event_id.to_string());
+        Ok(self.outbox().applied.contains_key(&record))
+    }
+
+    async fn prune_applied(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let mut outbox = self.outbox();
+        let before = outbox.applied.len();
+        outbox.applied.retain(|_, at| *at >= before_ms);
+        Ok(u64::try_from(before - outbox.applied.len()).unwrap_or(u64::MAX))
     }
 }
 

@@ -104,11 +104,21 @@ pub struct WriteBatch {
     /// A delivery this batch acknowledges: removed in the same commit as the
     /// subscriber's writes, so its effect is applied exactly once.
     pub completes: Option<i64>,
+    /// The id of an event this batch applies for the namespace it commits
+    /// in (a subscriber consuming from a broker): the commit records
+    /// "namespace applied event" with the writes, and a batch that finds
+    /// the record already there is refused whole, so a redelivered event
+    /// changes nothing. Checked before the preconditions: an event already
+    /// applied is never worth running again.
+    pub applies: Option<String>,
 }
 
 impl WriteBatch {
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty() && self.events.is_empty() && self.completes.is_none()
+        self.writes.is_empty()
+            && self.events.is_empty()
+            && self.completes.is_none()
+            && self.applies.is_none()
     }
 }
 
@@ -158,9 +168,10 @@ pub enum Commit {
     Done,
     /// A precondition failed on this key; nothing was written.
     Conflict(String),
-    /// The delivery the batch acknowledges (`completes`) is no longer
-    /// pending: another delivery of it was acknowledged first (by another
-    /// replica, after its lease ran out). Nothing was written, so the event's
+    /// The delivery it completes is no longer pending, or the event it
+    /// applies was already applied: another delivery of the event was
+    /// acknowledged first (by another replica, after its lease ran out, or
+    /// redelivered by the broker). Nothing was written, so the event's
     /// effect is applied once.
     AlreadyDelivered,
 }
@@ -220,8 +231,11 @@ pub trait Store: Send + Sync + 'static {
     async fn increment(&self, ns: &str, key: &str, delta: i64) -> Result<i64, CounterError>;
 
     /// Check the batch's preconditions (and that the delivery it
-    /// `completes` is still pending) and apply its writes and events
-    /// atomically; resolves once they are durable, or refused.
+    /// `completes` is still pending, and the event it `applies` not yet
+    /// applied in `ns`) and apply its writes and events atomically, with
+    /// the record of the event it applies; resolves once they are durable,
+    /// or refused. Of several commits applying one event in one namespace
+    /// at once, even from different replicas, exactly one is `Done`.
     async fn commit(&self, ns: &str, batch: WriteBatch) -> Result<Commit, StoreError>;
 
     /// Why the store cannot commit writes now, if it cannot: the error of
@@ -252,6 +266,25 @@ pub trait Outbox: Send + Sync + 'static {
     /// Put a dead-lettered delivery back in the queue with a fresh attempt
     /// count. Returns whether there was such a dead letter.
     async fn retry_dead_letter(&self, id: i64) -> Result<bool, StoreError>;
+
+    /// Remove pending (not dead) delivery `id`, durably, writing nothing
+    /// else: the relay's mark that a broker confirmed it. Returns whether
+    /// it was pending.
+    async fn complete(&self, id: i64) -> Result<bool, StoreError>;
+
+    /// How many live (not dead) deliveries wait, due or not, leased or not:
+    /// the outbox's backlog, for a gauge. Cheap enough to poll.
+    async fn backlog(&self) -> Result<u64, StoreError>;
+
+    /// Whether a batch that `applies` event `event_id` in namespace `ns`
+    /// has committed (and its record was not pruned since), so a consumer
+    /// can acknowledge a redelivery without running the subscriber.
+    async fn applied(&self, ns: &str, event_id: &str) -> Result<bool, StoreError>;
+
+    /// Forget the records of events applied before `before_ms`
+    /// (milliseconds since the Unix epoch); returns how many went. A
+    /// consumer keeps them for as long as a redelivery may still come.
+    async fn prune_applied(&self, before_ms: i64) -> Result<u64, StoreError>;
 }
 
 /// Milliseconds since the Unix epoch, the clock deliveries are scheduled on.

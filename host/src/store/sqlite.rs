@@ -25,7 +25,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Tables: `kv` holds every component's keys, keyed by namespace; `deliveries`
 /// holds one row per event owed to a subscriber (the outbox), removed when
 /// the subscriber acknowledges it or kept with `dead = 1` once dead-lettered,
-/// and not due again before `leased_until` once claimed.
+/// and not due again before `leased_until` once claimed; `applied` records
+/// which namespace applied which event (`WriteBatch::applies`), with when,
+/// so a redelivered event is refused and old records can be pruned.
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS kv (
         ns TEXT NOT NULL,
@@ -47,6 +49,13 @@ const SCHEMA: &str = "
         leased_until INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (dead, next_at);
+    CREATE TABLE IF NOT EXISTS applied (
+        ns TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (ns, event_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS applied_at ON applied (at);
     CREATE TABLE IF NOT EXISTS meta (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
@@ -86,6 +95,14 @@ enum WriteOp {
     RetryDeadLetter {
         id: i64,
         reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    Complete {
+        id: i64,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    PruneApplied {
+        before_ms: i64,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
     },
     Claim {
         now_ms: i64,
@@ -344,6 +361,31 @@ impl Outbox for SqliteStore {
         self.send(WriteOp::RetryDeadLetter { id, reply })?;
         answered(answer).await
     }
+
+    async fn complete(&self, id: i64) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(WriteOp::Complete { id, reply })?;
+        answered(answer).await
+    }
+
+    async fn backlog(&self) -> Result<u64, StoreError> {
+        // Counted on the `deliveries_due` index, without reading the rows.
+        self.with_reader(|conn| {
+            conn.prepare_cached("SELECT count(*) FROM deliveries WHERE dead = 0")?
+                .query_row([], |row| row.get::<_, i64>(0))
+        })
+        .map(|n| u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn applied(&self, ns: &str, event_id: &str) -> Result<bool, StoreError> {
+        self.with_reader(|conn| was_applied(conn, ns, event_id))
+    }
+
+    async fn prune_applied(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(WriteOp::PruneApplied { before_ms, reply })?;
+        answered(answer).await
+    }
 }
 
 /// Bring a store made by an older Berth up to this schema.
@@ -438,7 +480,8 @@ fn apply_group(conn: &mut Connection, group: Vec<WriteOp>, health: &Health) {
         }
     };
     let mut acks = Vec::new();
-    let mut retries = Vec::new();
+    let mut flags = Vec::new();
+    let mut counts = Vec::new();
     let mut claims = Vec::new();
     for op in group {
         match op {
@@ -475,7 +518,15 @@ fn apply_group(conn: &mut Connection, group: Vec<WriteOp>, health: &Health) {
             }
             WriteOp::RetryDeadLetter { id, reply } => {
                 let outcome = retry_dead_letter(&tx, id).map_err(StoreError::from);
-                retries.push((reply, outcome));
+                flags.push((reply, outcome));
+            }
+            WriteOp::Complete { id, reply } => {
+                let outcome = complete(&tx, id).map_err(StoreError::from);
+                flags.push((reply, outcome));
+            }
+            WriteOp::PruneApplied { before_ms, reply } => {
+                let outcome = prune_applied(&tx, before_ms).map_err(StoreError::from);
+                counts.push((reply, outcome));
             }
             WriteOp::Claim {
                 now_ms,
@@ -503,7 +554,10 @@ fn apply_group(conn: &mut Connection, group: Vec<WriteOp>, health: &Health) {
             for (reply, outcome) in acks {
                 let _ = reply.send(outcome);
             }
-            for (reply, outcome) in retries {
+            for (reply, outcome) in flags {
+                let _ = reply.send(outcome);
+            }
+            for (reply, outcome) in counts {
                 let _ = reply.send(outcome);
             }
             for (reply, outcome) in claims {
@@ -517,7 +571,10 @@ fn apply_group(conn: &mut Connection, group: Vec<WriteOp>, health: &Health) {
             for (reply, _) in acks {
                 let _ = reply.send(Err(e.clone()));
             }
-            for (reply, _) in retries {
+            for (reply, _) in flags {
+                let _ = reply.send(Err(e.clone()));
+            }
+            for (reply, _) in counts {
                 let _ = reply.send(Err(e.clone()));
             }
             for (reply, _) in claims {
@@ -550,7 +607,10 @@ fn fail_group(group: Vec<WriteOp>, e: &StoreError) {
             | WriteOp::Probe { reply } => {
                 let _ = reply.send(Err(e.clone()));
             }
-            WriteOp::RetryDeadLetter { reply, .. } => {
+            WriteOp::RetryDeadLetter { reply, .. } | WriteOp::Complete { reply, .. } => {
+                let _ = reply.send(Err(e.clone()));
+            }
+            WriteOp::PruneApplied { reply, .. } => {
                 let _ = reply.send(Err(e.clone()));
             }
             WriteOp::Claim { reply, .. } => {
@@ -588,8 +648,16 @@ fn increment(conn: &Connection, ns: &str, key: &str, delta: i64) -> Result<i64, 
     Ok(next)
 }
 
-/// Check every precondition first, so a refused batch writes nothing.
+/// Check every precondition first, so a refused batch writes nothing. The
+/// writer thread applies one batch at a time, so the event a batch
+/// `applies` cannot be recorded by another between the check and the
+/// insert.
 fn apply_batch(conn: &Connection, ns: &str, batch: &WriteBatch) -> Result<Commit, StoreError> {
+    if let Some(event_id) = &batch.applies
+        && was_applied(conn, ns, event_id)?
+    {
+        return Ok(Commit::AlreadyDelivered);
+    }
     for (key, expected) in &batch.expects {
         if read(conn, ns, key)? != *expected {
             return Ok(Commit::Conflict(key.clone()));
@@ -627,7 +695,28 @@ fn apply_batch(conn: &Connection, ns: &str, batch: &WriteBatch) -> Result<Commit
         conn.prepare_cached("DELETE FROM deliveries WHERE id = ?1")?
             .execute(params![id])?;
     }
+    if let Some(event_id) = &batch.applies {
+        conn.prepare_cached("INSERT INTO applied (ns, event_id, at) VALUES (?1, ?2, ?3)")?
+            .execute(params![ns, event_id, now])?;
+    }
     Ok(Commit::Done)
+}
+
+fn was_applied(conn: &Connection, ns: &str, event_id: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM applied WHERE ns = ?1 AND event_id = ?2")?
+        .exists(params![ns, event_id])
+}
+
+fn complete(conn: &Connection, id: i64) -> rusqlite::Result<bool> {
+    conn.prepare_cached("DELETE FROM deliveries WHERE id = ?1 AND dead = 0")?
+        .execute(params![id])
+        .map(|changed| changed == 1)
+}
+
+fn prune_applied(conn: &Connection, before_ms: i64) -> rusqlite::Result<u64> {
+    conn.prepare_cached("DELETE FROM applied WHERE at < ?1")?
+        .execute(params![before_ms])
+        .map(|deleted| u64::try_from(deleted).unwrap_or(u64::MAX))
 }
 
 fn fail_delivery(conn: &Connection, id: i64, error: &str, retry: &Retry) -> rusqlite::Result<()> {

@@ -360,12 +360,14 @@ pub(super) async fn a_refused_batch_writes_nothing<B: Store + Outbox>(store: Arc
         expects: BTreeMap::from([("guard".to_string(), Some(b"then".to_vec()))]),
         events: vec![event("e1", &["orders", "audit"])],
         completes: None,
+        applies: Some("e0".into()),
     };
     let outcome = store.commit(NS, batch).await.unwrap();
     assert_eq!(outcome, Commit::Conflict("guard".into()));
     assert_eq!(get(&*store, "keep").await.as_deref(), Some(&b"1"[..]));
     assert_eq!(get(&*store, "new").await, None);
     assert!(store.claim_due(i64::MAX, 10).await.unwrap().is_empty());
+    assert!(!store.applied(NS, "e0").await.unwrap());
 }
 
 pub(super) async fn concurrent_increments_are_distinct<B: Store + Outbox>(store: Arc<B>) {

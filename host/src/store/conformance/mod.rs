@@ -12,9 +12,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 mod agree;
+mod applies;
 mod kv;
 mod outbox;
 
+use applies::*;
 use kv::*;
 use outbox::*;
 
@@ -64,6 +66,11 @@ backends!(
     claims_lease_deliveries,
     failed_deliveries_retry_then_dead_letter,
     a_delivery_is_acknowledged_once,
+    a_delivery_is_completed_once,
+    backlog_counts_live_deliveries,
+    an_event_is_applied_once_per_namespace,
+    racing_appliers_let_one_win,
+    pruning_forgets_only_old_records,
     racing_preconditions_let_one_win,
     read_modify_write_loses_no_update,
 );

@@ -1,5 +1,6 @@
-//! The outbox properties: fan-out, leased claims, retries, dead letters
-//! and acknowledging a delivery once.
+//! The outbox properties: fan-out, leased claims, retries, dead letters,
+//! acknowledging a delivery once, completing one without writes, and the
+//! backlog.
 
 use super::*;
 
@@ -144,4 +145,76 @@ pub(super) async fn a_delivery_is_acknowledged_once<B: Store + Outbox>(store: Ar
     );
     assert!(store.get("orders", "late").await.unwrap().is_none());
     assert_eq!(store.dead_letters().await.unwrap().len(), 1);
+}
+
+pub(super) async fn a_delivery_is_completed_once<B: Store + Outbox>(store: Arc<B>) {
+    let delivery = one_delivery(&*store, "e1").await;
+    let other = one_delivery(&*store, "e2").await;
+    assert!(store.complete(delivery.id).await.unwrap());
+    assert!(!store.complete(delivery.id).await.unwrap());
+    assert!(!store.complete(other.id + 1000).await.unwrap());
+    // Gone past any lease; the other delivery is untouched.
+    let due: Vec<i64> = store
+        .claim_due(now_ms() + 2 * DELIVERY_LEASE_MS, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(due, [other.id]);
+    // A commit acknowledging the completed delivery finds it gone.
+    let batch = WriteBatch {
+        writes: BTreeMap::from([("late".to_string(), Some(b"x".to_vec()))]),
+        completes: Some(delivery.id),
+        ..WriteBatch::default()
+    };
+    assert_eq!(
+        store.commit("orders", batch).await.unwrap(),
+        Commit::AlreadyDelivered
+    );
+    assert!(store.get("orders", "late").await.unwrap().is_none());
+    // A dead letter is not pending, so it is not completed.
+    store
+        .fail_delivery(other.id, "gave up", Retry::DeadLetter)
+        .await
+        .unwrap();
+    assert!(!store.complete(other.id).await.unwrap());
+    assert_eq!(store.dead_letters().await.unwrap().len(), 1);
+}
+
+pub(super) async fn backlog_counts_live_deliveries<B: Store + Outbox>(store: Arc<B>) {
+    assert_eq!(store.backlog().await.unwrap(), 0);
+    let batch = WriteBatch {
+        events: vec![event("e1", &["a", "b", "c", "d"]), event("e2", &[])],
+        ..WriteBatch::default()
+    };
+    assert_eq!(store.commit("users", batch).await.unwrap(), Commit::Done);
+    assert_eq!(store.backlog().await.unwrap(), 4);
+    // Leased, or waiting for a retry, a delivery still waits.
+    let claimed = store.claim_due(now_ms() + 1000, 3).await.unwrap();
+    assert_eq!(store.backlog().await.unwrap(), 4);
+    let later = Retry::At(now_ms() + 3_600_000);
+    store
+        .fail_delivery(claimed[0].id, "503", later)
+        .await
+        .unwrap();
+    assert_eq!(store.backlog().await.unwrap(), 4);
+    // Dead, completed or acknowledged, it does not.
+    store
+        .fail_delivery(claimed[1].id, "trap", Retry::DeadLetter)
+        .await
+        .unwrap();
+    assert_eq!(store.backlog().await.unwrap(), 3);
+    assert!(store.complete(claimed[2].id).await.unwrap());
+    assert_eq!(store.backlog().await.unwrap(), 2);
+    let last = store.claim_due(now_ms() + 1000, 10).await.unwrap();
+    assert_eq!(last.len(), 1);
+    let ack = WriteBatch {
+        completes: Some(last[0].id),
+        ..WriteBatch::default()
+    };
+    assert_eq!(store.commit("d", ack).await.unwrap(), Commit::Done);
+    assert_eq!(store.backlog().await.unwrap(), 1);
+    assert!(store.retry_dead_letter(claimed[1].id).await.unwrap());
+    assert_eq!(store.backlog().await.unwrap(), 2);
 }

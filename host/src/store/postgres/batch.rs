@@ -39,14 +39,22 @@ const DELIVERIES: &str =
 
 const COMPLETED: &str = "DELETE FROM deliveries WHERE id = $1";
 
-/// One batch, in one transaction: lock its keys, check its preconditions
-/// and the delivery it completes, then write. A refused batch is rolled
-/// back having written nothing.
+/// Record that the namespace applied the event, unless it already had:
+/// no row inserted means it had. A second transaction inserting the same
+/// pair waits here for the first to end, then inserts nothing if the first
+/// committed, so replicas racing on one event cannot both apply it.
+const RECORD_APPLIED: &str = "INSERT INTO applied (ns, event_id, at) VALUES ($1, $2, $3)
+     ON CONFLICT (ns, event_id) DO NOTHING";
+
+/// One batch, in one transaction: lock its keys, record the event it
+/// applies, check its preconditions and the delivery it completes, then
+/// write. A refused batch is rolled back having written nothing.
 ///
 /// Two round trips in the common case, not one per statement: the
 /// statements are prepared first (cached per connection, so after the first
 /// batch this waits for nothing), then `BEGIN`, the locks and the
-/// precondition check go out together, and so do the writes and `COMMIT`.
+/// precondition check (and the record of the event the batch applies) go
+/// out together, and so do the writes and `COMMIT`.
 /// A connection runs what it is sent in order, so the check still reads
 /// only once every lock is held, and `COMMIT` comes after every write. If a
 /// statement fails, the server ends the transaction at `COMMIT` with a
@@ -74,6 +82,8 @@ async fn apply_pipelined(
     let delete = conn.prepare_cached(DELETE).await?;
     let deliveries = conn.prepare_cached(DELIVERIES).await?;
     let completed = conn.prepare_cached(COMPLETED).await?;
+    let record_applied = conn.prepare_cached(RECORD_APPLIED).await?;
+    let now = now_ms();
 
     let locks: Vec<i64> = (batch.expects.keys().chain(batch.writes.keys()))
         .map(|key| lock_id(ns, key))
@@ -82,14 +92,31 @@ async fn apply_pipelined(
         .collect();
     let expected_keys: Vec<&str> = batch.expects.keys().map(String::as_str).collect();
     let expected: Vec<Option<&[u8]>> = batch.expects.values().map(Option::as_deref).collect();
-    let (_, _, first_changed) = tokio::try_join!(
+    // The record comes after the key locks in every transaction, and
+    // before the delivery's row lock below, so no two commits wait for each
+    // other in opposite orders.
+    let (_, _, first_changed, recorded) = tokio::try_join!(
         conn.batch_execute("BEGIN"),
         async { conn.execute(&lock, &[&locks]).await },
         async {
             conn.query_opt(&changed, &[&ns, &expected_keys, &expected])
                 .await
         },
+        async {
+            match &batch.applies {
+                Some(event_id) => conn
+                    .execute(&record_applied, &[&ns, event_id, &now])
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        },
     )?;
+    // An event applied already is refused whatever the preconditions say:
+    // running its subscriber again could only be refused again.
+    if recorded == Some(0) {
+        return Ok(Commit::AlreadyDelivered);
+    }
     if let Some(row) = first_changed {
         return Ok(Commit::Conflict(row.try_get(0)?));
     }
@@ -136,7 +163,6 @@ async fn apply_pipelined(
             }
         }
     }
-    let now = now_ms();
     let [ids, topics, payloads, sources, recipients] = &columns;
 
     type Step<'a> = std::pin::Pin<

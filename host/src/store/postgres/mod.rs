@@ -394,6 +394,11 @@ impl Store for PostgresStore {
                 .chain(batch.expects.keys())
                 .map(String::as_str),
         )?;
+        if let Some(event_id) = batch.applies.as_ref().filter(|id| id.contains('\0')) {
+            return Err(StoreError::Failed(format!(
+                "the event id {event_id:?} contains U+0000, which PostgreSQL cannot store"
+            )));
+        }
         let mut conn = match self.conn().await {
             Ok(conn) => conn,
             Err(e) => return self.wrote(Err(e)),
@@ -518,6 +523,57 @@ impl Outbox for PostgresStore {
         }
         .await;
         self.wrote(outcome).map(|changed| changed == 1)
+    }
+
+    async fn complete(&self, id: i64) -> Result<bool, StoreError> {
+        let outcome = async {
+            let conn = self.conn().await?;
+            // A commit acknowledging the same delivery holds its row lock;
+            // this waits for it, then finds the row gone.
+            let stmt = prepared(&conn, "DELETE FROM deliveries WHERE id = $1 AND NOT dead").await?;
+            conn.execute(&stmt, &[&id]).await.map_err(store_error)
+        }
+        .await;
+        self.wrote(outcome).map(|deleted| deleted == 1)
+    }
+
+    async fn backlog(&self) -> Result<u64, StoreError> {
+        let conn = self.conn().await?;
+        // Counted on the partial index `deliveries_due`, which holds
+        // exactly the live rows.
+        let stmt = prepared(&conn, "SELECT count(*) FROM deliveries WHERE NOT dead").await?;
+        let row = conn.query_one(&stmt, &[]).await.map_err(store_error)?;
+        let count: i64 = row.try_get(0).map_err(store_error)?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn applied(&self, ns: &str, event_id: &str) -> Result<bool, StoreError> {
+        if event_id.contains('\0') {
+            return Ok(false);
+        }
+        let conn = self.conn().await?;
+        let stmt = prepared(
+            &conn,
+            "SELECT EXISTS (SELECT 1 FROM applied WHERE ns = $1 AND event_id = $2)",
+        )
+        .await?;
+        let row = conn
+            .query_one(&stmt, &[&ns, &event_id])
+            .await
+            .map_err(store_error)?;
+        row.try_get(0).map_err(store_error)
+    }
+
+    async fn prune_applied(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let outcome = async {
+            let conn = self.conn().await?;
+            let stmt = prepared(&conn, "DELETE FROM applied WHERE at < $1").await?;
+            conn.execute(&stmt, &[&before_ms])
+                .await
+                .map_err(store_error)
+        }
+        .await;
+        self.wrote(outcome)
     }
 }
 

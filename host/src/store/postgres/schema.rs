@@ -65,6 +65,18 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (component, sha256)
     );
     "#,
+    // 3: which namespace applied which event (`WriteBatch::applies`), so
+    // an event a broker delivers again is refused rather than applied
+    // twice; `at` (ms since the epoch) lets old records be pruned.
+    r#"
+    CREATE TABLE applied (
+        ns text NOT NULL,
+        event_id text NOT NULL,
+        at bigint NOT NULL,
+        PRIMARY KEY (ns, event_id)
+    );
+    CREATE INDEX applied_at ON applied (at);
+    "#,
 ];
 
 /// The advisory lock migrations hold, in the two-int4 key space, which

@@ -516,3 +516,139 @@ async fn a_dedicated_connection_receives_notifications() {
     })
     .await;
 }
+
+/// A batch for namespace `r` applying `event` and writing `key`.
+fn applying(event: &str, key: &str) -> WriteBatch {
+    WriteBatch {
+        writes: BTreeMap::from([(key.to_string(), Some(b"applied".to_vec()))]),
+        applies: Some(event.to_string()),
+        ..WriteBatch::default()
+    }
+}
+
+#[tokio::test]
+async fn replicas_apply_an_event_once() {
+    with_database(|url| async move {
+        let first = Arc::new(PostgresStore::connect(&url, 4).await.unwrap());
+        let second = Arc::new(PostgresStore::connect(&url, 4).await.unwrap());
+        let apply = |store: &Arc<PostgresStore>, event: String, key: String| {
+            let store = store.clone();
+            tokio::spawn(async move { store.commit("r", applying(&event, &key)).await.unwrap() })
+        };
+        for round in 0..20 {
+            let event = format!("e{round}");
+            let (a, b) = (
+                apply(&first, event.clone(), format!("{round}a")),
+                apply(&second, event.clone(), format!("{round}b")),
+            );
+            let mut outcomes = vec![a.await.unwrap(), b.await.unwrap()];
+            outcomes.sort_by_key(|o| format!("{o:?}"));
+            assert_eq!(outcomes, [Commit::AlreadyDelivered, Commit::Done]);
+            let written = [
+                first.get("r", &format!("{round}a")).await.unwrap(),
+                second.get("r", &format!("{round}b")).await.unwrap(),
+            ];
+            assert_eq!(written.iter().flatten().count(), 1, "round {round}");
+            assert!(second.applied("r", &event).await.unwrap());
+        }
+    })
+    .await;
+}
+
+/// While another transaction has recorded the event and not yet ended, a
+/// commit applying it waits; then it is refused if that transaction
+/// committed, and done if it rolled back. A check that read the table
+/// without waiting would pass both and apply the event twice.
+#[tokio::test]
+async fn a_commit_waits_for_another_recording_the_same_event() {
+    with_database(|url| async move {
+        let store = Arc::new(PostgresStore::connect(&url, 4).await.unwrap());
+        let holder = store.pool().get().await.unwrap();
+        let watcher = store.pool().get().await.unwrap();
+        for (end, expected) in [
+            ("COMMIT", Commit::AlreadyDelivered),
+            ("ROLLBACK", Commit::Done),
+        ] {
+            let event = format!("held-{end}");
+            holder.batch_execute("BEGIN").await.unwrap();
+            holder
+                .execute(
+                    "INSERT INTO applied (ns, event_id, at) VALUES ('r', $1, 0)",
+                    &[&event],
+                )
+                .await
+                .unwrap();
+            let committing = {
+                let (store, event) = (store.clone(), event.clone());
+                tokio::spawn(async move { store.commit("r", applying(&event, end)).await })
+            };
+            // Wait until the commit is seen waiting on the holder's
+            // transaction, so the test proves it waited.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let waiting: i64 = watcher
+                    .query_one("SELECT count(*) FROM pg_locks WHERE NOT granted", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                if waiting > 0 {
+                    break;
+                }
+                assert!(
+                    !committing.is_finished(),
+                    "the commit finished without waiting for the other transaction"
+                );
+                assert!(Instant::now() < deadline, "the commit never waited");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            holder.batch_execute(end).await.unwrap();
+            assert_eq!(committing.await.unwrap().unwrap(), expected, "{end}");
+            let written = store.get("r", end).await.unwrap().is_some();
+            assert_eq!(written, expected == Commit::Done, "{end}");
+            assert!(store.applied("r", &event).await.unwrap(), "{end}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_database_at_version_2_gains_the_applied_records() {
+    with_database(|url| async move {
+        let store = PostgresStore::connect(&url, 1).await.unwrap();
+        store
+            .pool()
+            .get()
+            .await
+            .unwrap()
+            .batch_execute("DROP TABLE applied; DELETE FROM berth_schema WHERE version = 3")
+            .await
+            .unwrap();
+        store.close();
+        let store = PostgresStore::connect(&url, 1).await.unwrap();
+        assert_eq!(
+            store.commit("r", applying("e", "k")).await.unwrap(),
+            Commit::Done
+        );
+        assert!(store.applied("r", "e").await.unwrap());
+        assert_eq!(
+            store.commit("r", applying("e", "k2")).await.unwrap(),
+            Commit::AlreadyDelivered
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_event_id_with_nul_is_refused_and_never_applied() {
+    with_database(|url| async move {
+        let store = PostgresStore::connect(&url, 1).await.unwrap();
+        let e = store.commit("r", applying("a\0b", "k")).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the store failed: the event id \"a\\0b\" contains U+0000, which PostgreSQL cannot store"
+        );
+        assert!(!store.applied("r", "a\0b").await.unwrap());
+        assert_eq!(store.get("r", "k").await.unwrap(), None);
+    })
+    .await;
+}
