@@ -10,8 +10,10 @@
 #   hostile                           normal traffic beside each hostile component
 #   shared                            read, write, mixed on SQLite, on PostgreSQL
 #                                     (one replica; one connection; two replicas)
+#   events                            DELETE /users/{id} and the time to its order's
+#                                     cancellation: in-process and over RabbitMQ
 #   floor                             where Berth's time per request goes
-#   all                               everything above
+#   all                               everything above but shared and events
 # Environment (defaults in brackets):
 #   DURATION     measured seconds per run                     [10]
 #   WARMUP       seconds of load before measuring, discarded   [3]
@@ -22,6 +24,7 @@
 #   WASMTIME     a wasmtime 48 binary; else BENCH_CACHE's, else installed there
 #   BERTH_ARGS   extra `berth serve` flags, for experiments      []
 #   SHARED_WORKLOADS  the shared workload's parts             [read write mixed]
+#   EVENT_USERS  users deleted per events run                   [1000]
 #   BERTH_BIN    another berth binary to measure (an experiment's build)
 #   PROFILE      the cargo profile to build and measure          [dist]
 #   ONLY         run only these servers, e.g. "berth native"     [all]
@@ -64,7 +67,13 @@ stop_pg() {
     "$ROOT/tests/pg/cluster.sh" stop "$PG_DIR" >/dev/null 2>&1 || true
     rm -rf "$PG_DIR"
 }
-trap 'stop_server; stop_pg; rm -rf "$WORK"' EXIT
+MQ_DIR=""
+stop_mq() {
+    [ -n "$MQ_DIR" ] || return 0
+    "$ROOT/tests/rabbitmq/broker.sh" stop "$MQ_DIR" >/dev/null 2>&1 || true
+    rm -rf "$MQ_DIR"
+}
+trap 'stop_server; stop_pg; stop_mq; rm -rf "$WORK"' EXIT
 trap 'exit 130' INT TERM
 
 log() { printf '%s\n' "$*" >&2; }
@@ -135,6 +144,10 @@ server_cmd() {
         # One replica on a fresh PostgreSQL database; -serial with one
         # connection, so one commit at a time, each waiting for its own flush.
         berth-pg) echo "$BERTH serve --listen 127.0.0.1:$2 --store $(pg_db "$2") --cache-dir $WORK/cache --manifest $WORK/berth.toml $BERTH_ARGS" ;;
+        # Events delivered in-process, and through the RabbitMQ node of
+        # mq_start, on the embedded store both.
+        berth-events) echo "$BERTH serve --listen 127.0.0.1:$2 --data $data $BERTH_ARGS" ;;
+        berth-events-mq) echo "$BERTH serve --listen 127.0.0.1:$2 --data $data --broker $MQ_URL $BERTH_ARGS" ;;
         berth-pg-serial) echo "$BERTH serve --listen 127.0.0.1:$2 --store $(pg_db "$2") --store-connections 1 --cache-dir $WORK/cache --manifest $WORK/berth.toml $BERTH_ARGS" ;;
         native) echo "$NATIVE --listen 127.0.0.1:$2 --data $data" ;;
         native-serial) echo "$NATIVE --listen 127.0.0.1:$2 --data $data --commit serial" ;;
@@ -337,6 +350,49 @@ shared() {
     done
 }
 
+# ---------------------------------------------------------------- events
+# A throw-away RabbitMQ node (tests/rabbitmq/broker.sh), unpinned like the
+# database: a broker runs on its own host.
+mq_start() {
+    [ -n "$MQ_DIR" ] && return 0
+    MQ_DIR=$(mktemp -d /tmp/berth-bench-mq.XXXXXX)
+    MQ_URL=$("$ROOT/tests/rabbitmq/broker.sh" start "$MQ_DIR" | tail -1)
+}
+
+# DELETE /users/{id} with one pending order each: the deletes' rate, and the
+# time from a DELETE's 2xx to its order's cancellation, with events
+# delivered in-process and through RabbitMQ, in the same run.
+events() {
+    mq_start
+    local users=${EVENT_USERS:-1000} rows=() name result base_rps
+    for name in berth-events berth-events-mq; do
+        start_server "$name" /users/1 || { rows+=("$name|skipped"); continue; }
+        result=$(timeout 600 taskset -c 1 python3 "$ROOT/benches/events_latency.py" \
+            "http://127.0.0.1:$PORT" "$users" "$CONNECTIONS" | grep '^RESULT' || echo "RESULT failed")
+        stop_server
+        rows+=("$name|$result")
+        [ "$name" = berth-events ] && base_rps=$(field rps "$result")
+    done
+    echo
+    echo "### events: DELETE /users/{id} with one pending order each ($users users, $CONNECTIONS clients)"
+    echo
+    echo "| delivery | DELETE/s | DELETE/s vs in-process | 2xx to cancelled, p50 | p99 | errors | orders left pending |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    local row label
+    for row in "${rows[@]}"; do
+        name=${row%%|*} result=${row#*|}
+        case $name in berth-events) label="in-process" ;; *) label="RabbitMQ" ;; esac
+        if [ "$result" = skipped ] || [ "$result" = "RESULT failed" ]; then
+            echo "| $label | $result | | | | | |"; continue
+        fi
+        awk -v n="$label" -v r="$(field rps "$result")" -v a="$(field p50_ms "$result")" \
+            -v b="$(field p99_ms "$result")" -v e="$(field errors "$result")" \
+            -v l="$(field lost "$result")" -v s="$base_rps" 'BEGIN {
+            printf "| %s | %.0f | %s | %.1f ms | %.1f ms | %d | %d |\n", n, r,
+                (s > 0 ? sprintf("%.2f", r/s) : "-"), a, b, e, l }'
+    done
+}
+
 # ---------------------------------------------------------------- other measures
 # Start to ready: from exec to the `listening on` line, with a fresh data
 # directory (cold: nothing compiled yet) and then again on it (warm).
@@ -495,6 +551,7 @@ for w in "$@"; do
         hostile) hostile ;;
         floor) floor ;;
         shared) shared ;;
+        events) events ;;
         *) log "unknown workload $w"; exit 2 ;;
     esac
 done

@@ -273,10 +273,17 @@ impl TestComponent {
                 recipients: vec![self.name.clone()],
             })
             .remove(0);
-        let outcome =
-            self.executor
-                .block_on(dispatch::deliver(&self.component, self.env(), &delivery));
-        outcome.map_err(Error::from)
+        let ack = dispatch::Ack::Row(delivery.id);
+        let outcome = self.executor.block_on(dispatch::deliver(
+            &self.component,
+            self.env(),
+            &delivery,
+            ack,
+        ));
+        match outcome.map_err(Error::from)? {
+            dispatch::Delivered::Refused(reason) => Ok(Err(reason)),
+            dispatch::Delivered::Applied | dispatch::Delivered::Duplicate => Ok(Ok(())),
+        }
     }
 
     fn env(&self) -> CallEnv {

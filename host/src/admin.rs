@@ -4,6 +4,7 @@
 
 use crate::accept::{Body, ConnectionLimits, accept_loop};
 use crate::app::{App, ComponentInfo, Following, SwapError, VersionInfo};
+use crate::events::{DeadLetters, RetryError};
 use crate::store::versions::LiveVersion;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -87,6 +88,7 @@ impl AdminToken {
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
+    dead_letters: DeadLetters,
     config: AdminConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -98,10 +100,12 @@ pub async fn serve(
         drain_timeout: config.drain_timeout,
     };
     let config = Arc::new(config);
+    let dead_letters = Arc::new(dead_letters);
     let handler = move |req| {
         let app = app.clone();
         let config = config.clone();
-        async move { handle(&app, &config, req).await }
+        let dead_letters = dead_letters.clone();
+        async move { handle(&app, &dead_letters, &config, req).await }
     };
     accept_loop("admin", listener, &limits, handler, shutdown).await
 }
@@ -109,7 +113,12 @@ pub async fn serve(
 /// Request line and headers of an admin request: a token and a few more.
 const ADMIN_MAX_HEADER_BYTES: usize = 16 * 1024;
 
-async fn handle(app: &App, config: &AdminConfig, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    app: &App,
+    dead_letters: &DeadLetters,
+    config: &AdminConfig,
+    req: Request<Incoming>,
+) -> Response<Body> {
     if !authorized(&config.token, &req) {
         let mut response = error(
             StatusCode::UNAUTHORIZED,
@@ -144,9 +153,40 @@ async fn handle(app: &App, config: &AdminConfig, req: Request<Incoming>) -> Resp
             },
             _ => method_not_allowed(req.method(), "POST"),
         },
+        ["dead-letters"] => match *req.method() {
+            Method::GET => match dead_letters.list().await {
+                Ok(dead) => json(StatusCode::OK, Value::Array(dead)),
+                Err(e) => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("cannot read the dead letters: {e:#}"),
+                ),
+            },
+            _ => method_not_allowed(req.method(), "GET"),
+        },
+        // A broker's ids (`component/event-id`) hold a slash.
+        ["dead-letters", id @ .., "retry"] if !id.is_empty() => match *req.method() {
+            Method::POST => retry_dead_letter(dead_letters, &id.join("/")).await,
+            _ => method_not_allowed(req.method(), "POST"),
+        },
         _ => error(
             StatusCode::NOT_FOUND,
             &format!("no admin route at {path}; see GET /components"),
+        ),
+    }
+}
+
+/// `POST /dead-letters/{id}/retry`.
+async fn retry_dead_letter(dead_letters: &DeadLetters, id: &str) -> Response<Body> {
+    match dead_letters.retry(id).await {
+        Ok(()) => {
+            tracing::info!(dead_letter = id, "dead letter queued again");
+            json(StatusCode::OK, json!({ "id": id, "queued": true }))
+        }
+        Err(e @ RetryError::NotFound(_)) => error(StatusCode::NOT_FOUND, &e.to_string()),
+        Err(e @ RetryError::Invalid { .. }) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(RetryError::Failed(e)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cannot retry the dead letter: {e:#}"),
         ),
     }
 }

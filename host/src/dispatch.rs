@@ -73,16 +73,43 @@ pub async fn invoke(
         |batch| batch,
     )
     .await
+    .map(|(response, _)| response)
+}
+
+/// How a delivered event's commit acknowledges it, so that its effect is
+/// applied once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// Remove this outbox row (in-process delivery).
+    Row(i64),
+    /// Record that the subscriber applied the event's id (broker delivery,
+    /// where the event has no row).
+    Event,
+}
+
+/// What became of a delivered event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivered {
+    /// The subscriber accepted it and its writes committed with the
+    /// acknowledgement.
+    Applied,
+    /// The subscriber accepted it, but another delivery of the same event
+    /// had been acknowledged first: that one's effect stands, this one's
+    /// writes were dropped.
+    Duplicate,
+    /// The subscriber refused it, with this reason; nothing was written.
+    Refused(String),
 }
 
 /// Deliver one event to its subscriber. The subscriber's writes commit
-/// together with the removal of the delivery, so a successful delivery takes
-/// effect exactly once. `Ok(Err(reason))`: the subscriber refused it.
+/// together with the acknowledgement `ack`, so a successful delivery takes
+/// effect exactly once.
 pub async fn deliver(
     component: &LoadedComponent,
     env: CallEnv,
     delivery: &Delivery,
-) -> Result<Result<(), String>, InvokeError> {
+    ack: Ack,
+) -> Result<Delivered, InvokeError> {
     let event = Event {
         id: delivery.event_id.clone(),
         topic: delivery.topic.clone(),
@@ -91,16 +118,32 @@ pub async fn deliver(
         attempt: delivery.attempts + 1,
     };
     let store = env.store.clone();
-    retry_on_conflict(
+    let (outcome, committed) = retry_on_conflict(
         &store,
         component.name(),
         || component.on_event(env.clone(), &event),
         |mut batch| {
-            batch.completes = Some(delivery.id);
+            match ack {
+                Ack::Row(id) => batch.completes = Some(id),
+                Ack::Event => batch.applies = Some(delivery.event_id.clone()),
+            }
             batch
         },
     )
-    .await
+    .await?;
+    Ok(match (outcome, committed) {
+        (Err(reason), _) => Delivered::Refused(reason),
+        (Ok(()), Committed::AlreadyDelivered) => Delivered::Duplicate,
+        (Ok(()), Committed::Done) => Delivered::Applied,
+    })
+}
+
+/// How a run's writes ended.
+enum Committed {
+    /// Committed, or there was nothing to commit.
+    Done,
+    /// Refused whole: the delivery they acknowledge was acknowledged first.
+    AlreadyDelivered,
 }
 
 /// Run `attempt` and commit what it wrote; on a write conflict, run it again.
@@ -110,7 +153,7 @@ async fn retry_on_conflict<R, F, Fut>(
     namespace: &str,
     attempt: F,
     finish: impl Fn(WriteBatch) -> WriteBatch,
-) -> Result<R, InvokeError>
+) -> Result<(R, Committed), InvokeError>
 where
     R: Outcome,
     F: Fn() -> Fut,
@@ -120,16 +163,17 @@ where
     for _ in 0..MAX_ATTEMPTS {
         let (outcome, batch) = attempt().await?;
         if !outcome.commits() {
-            return Ok(outcome);
+            return Ok((outcome, Committed::Done));
         }
         let batch = finish(batch);
         if batch.is_empty() {
-            return Ok(outcome);
+            return Ok((outcome, Committed::Done));
         }
         match store.commit(namespace, batch).await {
+            Ok(Commit::Done) => return Ok((outcome, Committed::Done)),
             // Another delivery of the same event was acknowledged first: its
             // effect is in the store, and this one's writes are dropped.
-            Ok(Commit::Done | Commit::AlreadyDelivered) => return Ok(outcome),
+            Ok(Commit::AlreadyDelivered) => return Ok((outcome, Committed::AlreadyDelivered)),
             Ok(Commit::Conflict(key)) => last_conflict = key,
             Err(e) => return Err(InvokeError::Store(e.to_string())),
         }

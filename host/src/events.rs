@@ -4,10 +4,11 @@
 //! of attempts. Delivery is at least once; a subscriber's effect is applied
 //! once because its writes commit with the acknowledgement.
 
-use crate::dispatch;
+use crate::broker::{Broker, RELAYED};
+use crate::dispatch::{self, Ack, Delivered};
 use crate::mesh::Mesh;
 use crate::metrics::{DeliveryLabels, metrics};
-use crate::store::{Delivery, Outbox, Retry, now_ms};
+use crate::store::{Delivery, NewEvent, Outbox, Retry, WriteBatch, now_ms};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,17 @@ pub struct DeliveryConfig {
     pub poll: Duration,
 }
 
+impl DeliveryConfig {
+    /// The wait before the next attempt of a delivery that has failed
+    /// `failed` times (at least once): the backoff, doubled for each
+    /// failure after the first, up to the longest wait.
+    pub fn backoff_after(&self, failed: u32) -> Duration {
+        self.backoff
+            .saturating_mul(1 << failed.saturating_sub(1).min(20))
+            .min(self.max_backoff)
+    }
+}
+
 impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
@@ -37,12 +49,23 @@ impl Default for DeliveryConfig {
 
 /// Deliveries taken from the store per pass.
 const BATCH: usize = 64;
+/// How often the outbox backlog gauge is refreshed.
+pub(crate) const BACKLOG_EVERY: Duration = Duration::from_secs(1);
 
 /// Deliver events until `shutdown` resolves. Events still pending then stay
 /// in the store and are delivered after the next start.
 pub async fn run(mesh: Arc<Mesh>, config: DeliveryConfig, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
+    let mut backlog_at = Instant::now() - BACKLOG_EVERY;
     loop {
+        if backlog_at.elapsed() >= BACKLOG_EVERY {
+            backlog_at = Instant::now();
+            if let Ok(waiting) = mesh.app.outbox.backlog().await {
+                metrics()
+                    .outbox_backlog
+                    .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+            }
+        }
         let due = match mesh.app.outbox.claim_due(now_ms(), BATCH).await {
             Ok(due) => due,
             Err(e) => {
@@ -72,29 +95,18 @@ pub async fn run(mesh: Arc<Mesh>, config: DeliveryConfig, shutdown: impl Future<
 /// fails every delivery.
 static STORE_ERRORS: crate::logging::Throttle = crate::logging::Throttle::new();
 
-/// Deliver one event and record the outcome; false if the store could not
-/// record a failure.
+/// Deliver one outbox row and record the outcome; false if the store could
+/// not record a failure.
 async fn deliver(mesh: &Arc<Mesh>, config: &DeliveryConfig, delivery: Delivery) -> bool {
+    if delivery.recipient == RELAYED {
+        return fan_out(mesh, delivery).await;
+    }
     let recipient = delivery.recipient.clone();
-    let failure = match mesh.app.component(&recipient) {
-        None => Some(format!("no component is named `{recipient}`")),
-        Some(component) => {
-            let request_id: Arc<str> = format!("event-{}", delivery.event_id).into();
-            // The component's own timeout bounds the call; this is only a ceiling.
-            let env = mesh.env(request_id, Instant::now() + Duration::from_secs(600));
-            match dispatch::deliver(&component, env, &delivery).await {
-                Ok(Ok(())) => None,
-                Ok(Err(refusal)) => Some(refusal),
-                // A trap's details (the guest's panic message) are logged
-                // nowhere else.
-                Err(dispatch::InvokeError::Trap(trap)) => {
-                    Some(format!("trapped: {}", trap.details))
-                }
-                Err(e) => Some(e.to_string()),
-            }
-        }
-    };
+    let result = attempt(mesh, &delivery, Ack::Row(delivery.id)).await;
+    let duplicate = matches!(result, Ok(false));
+    let failure = result.err();
     let outcome = match (&failure, delivery.attempts + 1 >= config.max_attempts) {
+        (None, _) if duplicate => "duplicate",
         (None, _) => "delivered",
         (Some(_), false) => "retried",
         (Some(_), true) => "dead_lettered",
@@ -106,7 +118,7 @@ async fn deliver(mesh: &Arc<Mesh>, config: &DeliveryConfig, delivery: Delivery) 
             outcome,
         })
         .inc();
-    let Some(error) = failure else {
+    let Some(Failed { reason: error, .. }) = failure else {
         tracing::debug!(component = %recipient, event = %delivery.event_id, "event delivered");
         return true;
     };
@@ -115,10 +127,7 @@ async fn deliver(mesh: &Arc<Mesh>, config: &DeliveryConfig, delivery: Delivery) 
         tracing::warn!(component = %recipient, event = %delivery.event_id, attempts, "event dead-lettered: {error}");
         Retry::DeadLetter
     } else {
-        let wait = config
-            .backoff
-            .saturating_mul(1 << (attempts - 1).min(20))
-            .min(config.max_backoff);
+        let wait = config.backoff_after(attempts);
         tracing::info!(component = %recipient, event = %delivery.event_id, attempts, "delivery failed, retrying in {} ms: {error}", wait.as_millis());
         Retry::At(now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
     };
@@ -136,34 +145,172 @@ async fn deliver(mesh: &Arc<Mesh>, config: &DeliveryConfig, delivery: Delivery) 
     true
 }
 
-/// `berth dead-letters list`: print the dead letters of `outbox`.
-pub async fn print_dead_letters(outbox: &dyn Outbox) -> anyhow::Result<()> {
-    let dead: Vec<_> = outbox
-        .dead_letters()
-        .await?
-        .into_iter()
-        .map(|d| {
-            serde_json::json!({
-                "id": d.id,
-                "event_id": d.event_id,
-                "topic": d.topic,
-                "payload": d.payload,
-                "source": d.source,
-                "recipient": d.recipient,
-                "attempts": d.attempts,
-                "last_error": d.last_error,
-            })
-        })
-        .collect();
-    println!("{}", serde_json::to_string_pretty(&dead)?);
-    Ok(())
+/// A row written for a broker while this process delivers in-process (the
+/// server ran with `--broker` before): replace it, in one commit, with one
+/// row per current subscriber, as if it had been published now.
+async fn fan_out(mesh: &Arc<Mesh>, row: Delivery) -> bool {
+    let recipients = mesh.subscribers_in_process(&row.topic);
+    let batch = WriteBatch {
+        events: vec![NewEvent {
+            id: row.event_id,
+            topic: row.topic,
+            payload: row.payload,
+            source: row.source,
+            recipients,
+        }],
+        completes: Some(row.id),
+        ..WriteBatch::default()
+    };
+    match mesh
+        .app
+        .store
+        .commit(crate::broker::topology::NAMESPACE, batch)
+        .await
+    {
+        Ok(_) => true,
+        Err(e) => {
+            if let Some(suppressed) = STORE_ERRORS.allow() {
+                tracing::error!(error = %e, suppressed, "cannot fan out an event relayed for a broker");
+            }
+            false
+        }
+    }
 }
 
-/// `berth dead-letters retry ID`: queue a dead letter again.
-pub async fn retry_dead_letter(outbox: &dyn Outbox, id: i64) -> anyhow::Result<()> {
-    if !outbox.retry_dead_letter(id).await? {
-        anyhow::bail!("no dead letter has id {id}; `berth dead-letters list` shows them");
+/// Why an attempt to deliver an event failed.
+#[derive(Debug)]
+pub struct Failed {
+    /// What went wrong, for the log and the dead letter.
+    pub reason: String,
+    /// The store failed, not the subscriber: the attempt says nothing about
+    /// the event, and should not count against it.
+    pub store: bool,
+}
+
+/// Run one event through its subscriber in a fresh instance and commit its
+/// writes with the acknowledgement `ack`. `Ok(false)`: the subscriber ran,
+/// but another delivery of the event had been acknowledged first, so this
+/// one changed nothing.
+pub async fn attempt(mesh: &Arc<Mesh>, delivery: &Delivery, ack: Ack) -> Result<bool, Failed> {
+    let recipient = &delivery.recipient;
+    let Some(component) = mesh.app.component(recipient) else {
+        return Err(Failed {
+            reason: format!("no component is named `{recipient}`"),
+            store: false,
+        });
+    };
+    let request_id: Arc<str> = format!("event-{}", delivery.event_id).into();
+    // The component's own timeout bounds the call; this is only a ceiling.
+    let env = mesh.env(request_id, Instant::now() + Duration::from_secs(600));
+    let failed = |reason: String| Failed {
+        reason,
+        store: false,
+    };
+    match dispatch::deliver(&component, env, delivery, ack).await {
+        Ok(Delivered::Applied) => Ok(true),
+        Ok(Delivered::Duplicate) => Ok(false),
+        Ok(Delivered::Refused(refusal)) => Err(failed(refusal)),
+        // A trap's details (the guest's panic message) are logged nowhere
+        // else.
+        Err(dispatch::InvokeError::Trap(trap)) => Err(failed(format!("trapped: {}", trap.details))),
+        Err(e @ dispatch::InvokeError::Store(_)) => Err(Failed {
+            reason: e.to_string(),
+            store: true,
+        }),
+        Err(e) => Err(failed(e.to_string())),
     }
-    println!("delivery {id} queued again");
-    Ok(())
+}
+
+/// Where dead letters are kept: the store's outbox (in-process delivery),
+/// or the subscribers' dead-letter queues on the broker.
+#[derive(Clone)]
+pub enum DeadLetters {
+    Store(Arc<dyn Outbox>),
+    Broker {
+        broker: Arc<Broker>,
+        /// The subscribing components, whose queues to look in.
+        components: Vec<String>,
+    },
+}
+
+/// Why a dead letter could not be retried.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    /// No dead letter has that id (404).
+    #[error("no dead letter has id `{0}`; list them to see their ids")]
+    NotFound(String),
+    /// The id is not of the form this kind of dead letter has (400).
+    #[error("`{id}` is not a dead letter id: {expected}")]
+    Invalid { id: String, expected: &'static str },
+    /// The store or broker failed (503).
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+impl DeadLetters {
+    /// Every dead letter (for the broker, up to
+    /// [`MAX_LISTED`](crate::broker::dead::MAX_LISTED)), as JSON objects:
+    /// id, event_id, topic, payload, source, recipient, attempts,
+    /// last_error.
+    pub async fn list(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        let (dead, broker) = match self {
+            DeadLetters::Store(outbox) => (outbox.dead_letters().await?, false),
+            DeadLetters::Broker { broker, components } => {
+                (crate::broker::dead::list(broker, components).await?, true)
+            }
+        };
+        Ok(dead
+            .into_iter()
+            .map(|d| {
+                let id = if broker {
+                    serde_json::Value::from(crate::broker::dead::id(&d.recipient, &d.event_id))
+                } else {
+                    serde_json::Value::from(d.id)
+                };
+                serde_json::json!({
+                    "id": id,
+                    "event_id": d.event_id,
+                    "topic": d.topic,
+                    "payload": d.payload,
+                    "source": d.source,
+                    "recipient": d.recipient,
+                    "attempts": d.attempts,
+                    "last_error": d.last_error,
+                })
+            })
+            .collect())
+    }
+
+    /// Queue the dead letter `id` (as [`list`](Self::list) shows it) again,
+    /// with a fresh attempt count.
+    pub async fn retry(&self, id: &str) -> Result<(), RetryError> {
+        let found = match self {
+            DeadLetters::Store(outbox) => {
+                let row: i64 = id.parse().map_err(|_| RetryError::Invalid {
+                    id: id.to_string(),
+                    expected: "the store's dead letters have numeric ids",
+                })?;
+                outbox
+                    .retry_dead_letter(row)
+                    .await
+                    .map_err(anyhow::Error::from)?
+            }
+            DeadLetters::Broker { broker, components } => {
+                let invalid = || RetryError::Invalid {
+                    id: id.to_string(),
+                    expected: "the broker's dead letters have ids COMPONENT/EVENT-ID",
+                };
+                let (component, event_id) = id.split_once('/').ok_or_else(invalid)?;
+                if !components.iter().any(|c| c == component) {
+                    return Err(RetryError::NotFound(id.to_string()));
+                }
+                crate::broker::dead::retry(broker, component, event_id).await?
+            }
+        };
+        if found {
+            Ok(())
+        } else {
+            Err(RetryError::NotFound(id.to_string()))
+        }
+    }
 }

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod app;
 pub mod bindings;
 pub mod body;
+pub mod broker;
 pub mod builtin;
 pub mod capabilities;
 pub mod compile_cache;

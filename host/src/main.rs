@@ -3,7 +3,8 @@
 use anyhow::{Context as _, bail};
 use berth::admin::{self, AdminConfig, AdminToken};
 use berth::app::App;
-use berth::events::{self, DeliveryConfig};
+use berth::broker::{Broker, BrokerConfig};
+use berth::events::{self, DeadLetters, DeliveryConfig};
 use berth::manifest::Manifest;
 use berth::mesh::Mesh;
 use berth::runtime::{EngineConfig, Runtime};
@@ -52,15 +53,32 @@ enum DeadLettersCommand {
     /// Print the dead-lettered deliveries as a JSON array.
     List {
         #[command(flatten)]
-        store: StoreArgs,
+        place: DeadLetterArgs,
     },
     /// Queue a dead-lettered delivery again, with a fresh attempt count.
     Retry {
-        /// The delivery's `id`, as `list` shows it.
-        id: i64,
+        /// The dead letter's `id`, as `list` shows it: a number for the
+        /// store's, COMPONENT/EVENT-ID for the broker's.
+        id: String,
         #[command(flatten)]
-        store: StoreArgs,
+        place: DeadLetterArgs,
     },
+}
+
+/// Where dead letters are: the store's outbox, or with --broker the
+/// dead-letter queues of the manifest's subscribers.
+#[derive(clap::Args)]
+struct DeadLetterArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The broker whose dead-letter queues to use (the one `serve
+    /// --broker` delivers through), instead of the store.
+    #[arg(long, env = "BERTH_BROKER", hide_env_values = true, value_name = "URL")]
+    broker: Option<String>,
+    /// The manifest the servers run, which names the subscribers whose
+    /// dead-letter queues to read (with --broker). Default: the built-in one.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
 }
 
 /// Which store: the embedded one in --data, or a shared one at --store.
@@ -146,12 +164,24 @@ struct ServeArgs {
         value_parser = clap::value_parser!(u32).range(0..=64)
     )]
     max_call_depth: u32,
-    /// Delivery attempts before an event goes to the dead-letter list.
+    /// Delivery attempts before an event goes to the dead-letter list (with
+    /// --broker, the subscriber's dead-letter queue).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     event_max_attempts: u32,
     /// Milliseconds before the second delivery attempt; doubled for each later one.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=HOUR * 1000))]
     event_backoff_ms: u64,
+    /// Deliver events through this RabbitMQ broker, shared by every replica:
+    /// amqp://USER:PASS@HOST:PORT/VHOST (amqps:// for TLS). Also read from
+    /// BERTH_BROKER. Without it, this process delivers events itself. While
+    /// the broker is unreachable, writes go on and their events wait in the
+    /// store's outbox.
+    #[arg(long, env = "BERTH_BROKER", hide_env_values = true, value_name = "URL")]
+    broker: Option<String>,
+    /// With --broker: most unacknowledged events this process takes at once
+    /// from each subscriber's queue, which bounds its concurrent deliveries.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    event_prefetch: u16,
     /// Milliseconds between looks for due deliveries when the queue is idle.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     event_poll_ms: u64,
@@ -238,30 +268,58 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// `berth dead-letters`: on the store itself, beside a running server or not.
+/// `berth dead-letters`: on the store or broker itself, beside a running
+/// server or not.
 fn dead_letters(command: DeadLettersCommand) -> anyhow::Result<()> {
-    let args = match &command {
-        DeadLettersCommand::List { store } | DeadLettersCommand::Retry { store, .. } => store,
+    let (args, retry) = match command {
+        DeadLettersCommand::List { place } => (place, None),
+        DeadLettersCommand::Retry { place, id } => (place, Some(id)),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
-        let outbox: Arc<dyn berth::store::Outbox> = match &args.store {
-            Some(url) => Arc::new(PostgresStore::connect(url, 1).await?),
-            None => {
-                if !args.data.join("berth.db").exists() {
-                    bail!("there is no store in {}", args.data.display());
+        let dead = match &args.broker {
+            Some(url) => {
+                berth::broker::check_url(url)?;
+                let manifest = match &args.manifest {
+                    Some(path) => Manifest::from_file(path)?,
+                    None => Manifest::builtin(),
+                };
+                let broker = Broker::new(BrokerConfig {
+                    url: url.clone(),
+                    delivery: DeliveryConfig::default(),
+                    prefetch: 1,
+                    replica: berth::fleet::replica_name(),
+                });
+                DeadLetters::Broker {
+                    broker,
+                    components: manifest.subscribers(),
                 }
-                Arc::new(SqliteStore::open(&args.data)?)
             }
+            None => DeadLetters::Store(open_outbox(&args.store).await?),
         };
-        match command {
-            DeadLettersCommand::List { .. } => events::print_dead_letters(outbox.as_ref()).await,
-            DeadLettersCommand::Retry { id, .. } => {
-                events::retry_dead_letter(outbox.as_ref(), id).await
+        match retry {
+            None => println!("{}", serde_json::to_string_pretty(&dead.list().await?)?),
+            Some(id) => {
+                dead.retry(&id).await?;
+                println!("dead letter {id} queued again");
             }
+        }
+        Ok(())
+    })
+}
+
+/// The outbox of the store `args` names, opened beside any server using it.
+async fn open_outbox(args: &StoreArgs) -> anyhow::Result<Arc<dyn berth::store::Outbox>> {
+    Ok(match &args.store {
+        Some(url) => Arc::new(PostgresStore::connect(url, 1).await?),
+        None => {
+            if !args.data.join("berth.db").exists() {
+                bail!("there is no store in {}", args.data.display());
+            }
+            Arc::new(SqliteStore::open(&args.data)?)
         }
     })
 }
@@ -275,6 +333,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     if let Some(url) = &args.store.store {
         berth::store::check_url(url)?;
+    }
+    if let Some(url) = &args.broker {
+        berth::broker::check_url(url)?;
     }
     let admin_config = admin_config(&args)?;
     let delivery = DeliveryConfig {
@@ -337,7 +398,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         };
         let Loaded { store, app } = loaded;
-        let mesh = Mesh::new(app.clone(), &manifest, args.max_call_depth);
+        let broker = args.broker.as_ref().map(|url| {
+            Broker::new(BrokerConfig {
+                url: url.clone(),
+                delivery: delivery.clone(),
+                prefetch: args.event_prefetch,
+                replica: berth::fleet::replica_name(),
+            })
+        });
+        let mesh = Mesh::new(app.clone(), &manifest, args.max_call_depth, broker.clone());
         startup.ready(mesh.clone());
         let mut stdout = std::io::stdout();
         writeln!(stdout, "listening on http://{addr}")?;
@@ -348,9 +417,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 let admin_addr = admin_listener.local_addr()?;
                 writeln!(stdout, "admin listening on http://{admin_addr}")?;
                 stdout.flush()?;
+                let dead_letters = match &broker {
+                    Some(broker) => DeadLetters::Broker {
+                        broker: broker.clone(),
+                        components: manifest.subscribers(),
+                    },
+                    None => DeadLetters::Store(app.outbox.clone()),
+                };
                 Some(tokio::spawn(admin::serve(
                     admin_listener,
                     app.clone(),
+                    dead_letters,
                     admin_config,
                     stopped(stop_rx.clone()),
                 )))
@@ -371,7 +448,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tokio::spawn(async move { store.probe_writes(stop).await })
         };
         let follower = tokio::spawn(berth::fleet::follow(app.clone(), stopped(stop_rx.clone())));
-        let deliveries = tokio::spawn(events::run(mesh, delivery, stopped(stop_rx)));
+        let deliveries = match broker {
+            Some(broker) => tokio::spawn(berth::broker::run(mesh, broker, stopped(stop_rx))),
+            None => tokio::spawn(events::run(mesh, delivery, stopped(stop_rx))),
+        };
         let served = server.await.context("the HTTP server panicked")?;
         deliveries.await.context("the event delivery task panicked")?;
         probe.await.context("the store probe panicked")?;

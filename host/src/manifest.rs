@@ -203,6 +203,18 @@ impl Manifest {
         Ok(manifest)
     }
 
+    /// The components that subscribe to at least one topic, by name.
+    pub fn subscribers(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .components
+            .iter()
+            .filter(|(_, spec)| !spec.subscribes.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// The manifest of the built-in users and orders services.
     pub fn builtin() -> Manifest {
         Manifest::from_str(DEFAULT_MANIFEST).expect("the built-in manifest is valid")

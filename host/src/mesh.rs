@@ -5,12 +5,13 @@
 use crate::app::App;
 use crate::bindings::berth::service::services::CallError;
 use crate::bindings::{Header, Request, Response};
+use crate::broker::{Broker, RELAYED};
 use crate::capabilities::services::{Caller, Services};
 use crate::dispatch::{self, InvokeError};
 use crate::manifest::Manifest;
 use crate::metrics::{CallLabels, metrics};
 use crate::runtime::CallEnv;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,10 +30,18 @@ pub struct Mesh {
     /// Topic to its subscribers, in name order.
     subscribers: HashMap<String, Vec<String>>,
     max_depth: u32,
+    /// The broker events go through, if any; without one they are
+    /// delivered in-process.
+    pub broker: Option<Arc<Broker>>,
 }
 
 impl Mesh {
-    pub fn new(app: Arc<App>, manifest: &Manifest, max_depth: u32) -> Arc<Mesh> {
+    pub fn new(
+        app: Arc<App>,
+        manifest: &Manifest,
+        max_depth: u32,
+        broker: Option<Arc<Broker>>,
+    ) -> Arc<Mesh> {
         let mut subscribers: HashMap<String, Vec<String>> = HashMap::new();
         for (name, spec) in &manifest.components {
             for topic in &spec.subscribes {
@@ -61,6 +70,7 @@ impl Mesh {
             publishes: grant(|spec| &spec.publishes),
             subscribers,
             max_depth,
+            broker,
         })
     }
 
@@ -74,6 +84,29 @@ impl Mesh {
             depth: 0,
             deadline,
         }
+    }
+
+    /// Every subscribing component, with the topics it subscribes to.
+    pub fn subscriptions(&self) -> BTreeMap<String, Vec<String>> {
+        let mut subscriptions: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (topic, components) in &self.subscribers {
+            for component in components {
+                subscriptions
+                    .entry(component.clone())
+                    .or_default()
+                    .push(topic.clone());
+            }
+        }
+        for topics in subscriptions.values_mut() {
+            topics.sort();
+        }
+        subscriptions
+    }
+
+    /// The components subscribed to `topic`, each owed its own delivery
+    /// when this process delivers events itself.
+    pub fn subscribers_in_process(&self, topic: &str) -> Vec<String> {
+        self.subscribers.get(topic).cloned().unwrap_or_default()
     }
 
     fn may_call(&self, caller: &str, callee: &str) -> bool {
@@ -105,8 +138,14 @@ impl Services for Mesh {
             .is_some_and(|allowed| allowed.contains(topic))
     }
 
+    /// The recipients an event on `topic` is written to the outbox for:
+    /// each subscriber, or with a broker one row that the broker fans out.
     fn subscribers(&self, topic: &str) -> Vec<String> {
-        self.subscribers.get(topic).cloned().unwrap_or_default()
+        let subscribers = self.subscribers_in_process(topic);
+        if self.broker.is_some() && !subscribers.is_empty() {
+            return vec![RELAYED.to_string()];
+        }
+        subscribers
     }
 }
 

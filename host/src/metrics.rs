@@ -55,7 +55,9 @@ pub struct DeliveryLabels {
 }
 
 /// The outcomes a delivery attempt is counted under.
-pub const DELIVERY_OUTCOMES: [&str; 3] = ["delivered", "retried", "dead_lettered"];
+/// (`duplicate`: a redelivered event that had already been applied,
+/// acknowledged without running.)
+pub const DELIVERY_OUTCOMES: [&str; 4] = ["delivered", "retried", "dead_lettered", "duplicate"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
@@ -84,6 +86,8 @@ pub struct Metrics {
     pub kv_ops: Family<KvLabels, Counter>,
     pub kv_seconds: Family<KvLabels, Histogram>,
     pub deliveries: Family<DeliveryLabels, Counter>,
+    pub outbox_backlog: Gauge,
+    pub events_published: Counter,
     pub calls: Family<CallLabels, Counter>,
     pub pool_full: Family<ComponentLabels, Counter>,
 }
@@ -131,6 +135,8 @@ impl Metrics {
             kv_ops: Family::default(),
             kv_seconds,
             deliveries: Family::default(),
+            outbox_backlog: Gauge::default(),
+            events_published: Counter::default(),
             calls: Family::default(),
             pool_full: Family::default(),
             registry: Registry::default(),
@@ -193,6 +199,16 @@ impl Metrics {
             "event_deliveries",
             "Event delivery attempts by subscriber and outcome",
             metrics.deliveries.clone(),
+        );
+        registry.register(
+            "outbox_backlog",
+            "Event deliveries waiting in the store's outbox (with a broker: events not yet relayed to it)",
+            metrics.outbox_backlog.clone(),
+        );
+        registry.register(
+            "events_published",
+            "Events the broker confirmed, relayed from this process's outbox",
+            metrics.events_published.clone(),
         );
         registry.register(
             "calls",

@@ -253,10 +253,18 @@ async fn answer(
                 let message = format!("the store cannot commit writes: {why}");
                 return (error(StatusCode::SERVICE_UNAVAILABLE, &message), None);
             }
-            return (
-                json(StatusCode::OK, serde_json::json!({ "status": "ready" })),
-                None,
-            );
+            // A broker that is away does not stop writes (their events wait
+            // in the outbox), so the replica stays ready and says so.
+            let mut body = serde_json::json!({ "status": "ready" });
+            if let Some(broker) = services.and_then(|mesh| mesh.broker.as_ref()) {
+                body["broker"] = match broker.unavailable() {
+                    None => serde_json::json!("connected"),
+                    Some(why) => serde_json::json!(format!(
+                        "down: {why}; events wait in the outbox until it is back"
+                    )),
+                };
+            }
+            return (json(StatusCode::OK, body), None);
         }
         "/openapi.json" => return (openapi(), None),
         "/metrics" => return (metrics_text(), None),

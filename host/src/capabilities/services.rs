@@ -118,15 +118,26 @@ pub fn check_topic(topic: &str) -> Result<(), String> {
     }
 }
 
-/// An id unique across restarts: the start time in nanoseconds plus a counter.
+/// An id unique across restarts and replicas: the time in nanoseconds, a
+/// random tag drawn once per process (two replicas can read the same clock),
+/// and a counter. Subscribers' applied-event records are keyed by it.
 pub(crate) fn new_event_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static PROCESS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let process = *PROCESS.get_or_init(|| {
+        use std::hash::{BuildHasher as _, Hasher as _};
+        // A randomly keyed hasher: std's source of per-process randomness.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        hasher.finish()
+    });
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!(
-        "evt-{nanos:x}-{:x}",
+        "evt-{nanos:x}-{:08x}-{:x}",
+        process & 0xffff_ffff,
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
 }

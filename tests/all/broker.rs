@@ -1,0 +1,561 @@
+//! Events over RabbitMQ (`--broker`): two replicas on one PostgreSQL
+//! database and one broker behave as one service. Each test gets its own
+//! database and its own virtual host; the test that stops the broker gets a
+//! node of its own. Every test prints what it counted (events published,
+//! delivered, applied, duplicated effects, lost) on one `counts:` line.
+
+use crate::amqp::{PrivateBroker, Vhost, metric};
+use crate::pg::{Database, Replica, body_text, try_get, try_post};
+use crate::store_support::created_id;
+use crate::support::{BERTH, Berth, data_dir, eventually, test_wasm, write_file};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// Start replicas A and B on `db` and `broker`, with `extra` flags.
+fn start_pair(db: &str, broker: &str, work: &Path, extra: &[&str]) -> (Replica, Replica) {
+    let mut args = vec!["--broker", broker];
+    args.extend_from_slice(extra);
+    std::thread::scope(|s| {
+        let a = s.spawn(|| Replica::start("A", db, &work.join("cache-a"), &args));
+        let b = s.spawn(|| Replica::start("B", db, &work.join("cache-b"), &args));
+        let a = a.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        let b = b.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (a, b)
+    })
+}
+
+/// A manifest serving the flaky subscriber, on the topics it knows.
+fn flaky_manifest(dir: &Path) -> std::path::PathBuf {
+    write_file(
+        dir,
+        "berth.toml",
+        &format!(
+            "[components.flaky]\nwasm = {:?}\nroutes = [\"/flaky\"]\n\
+             publishes = [\"flaky.twice\", \"flaky.never\", \"flaky.ok\"]\n\
+             subscribes = [\"flaky.twice\", \"flaky.never\", \"flaky.ok\"]\n",
+            test_wasm("flaky")
+        ),
+    )
+}
+
+/// What the flaky subscriber counted: deliveries (every run), events
+/// applied, and applications in all (more than events if one was applied
+/// twice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FlakyState {
+    deliveries: u64,
+    events: u64,
+    effects: u64,
+}
+
+fn flaky_state(addr: SocketAddr) -> FlakyState {
+    let reply = try_get(addr, "/flaky/state").expect("GET /flaky/state");
+    assert_eq!(reply.status, 200, "{}", body_text(&reply));
+    let state = reply.json();
+    let n = |k: &str| {
+        state[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k} in {state}"))
+    };
+    FlakyState {
+        deliveries: n("deliveries"),
+        events: n("events"),
+        effects: n("effects"),
+    }
+}
+
+fn publish(addr: SocketAddr, topic: &str) -> Result<(), String> {
+    match try_post(addr, &format!("/flaky/publish/{topic}"), "") {
+        Ok(r) if r.status == 202 => Ok(()),
+        Ok(r) => Err(format!("{} {}", r.status, body_text(&r))),
+        Err(e) => Err(e),
+    }
+}
+
+/// A counter summed over both replicas.
+fn total(replicas: &[SocketAddr], family: &str, labels: &[&str]) -> u64 {
+    replicas.iter().map(|&a| metric(a, family, labels)).sum()
+}
+
+/// The admin API's dead letters on `replica`.
+fn admin_dead_letters(replica: &Replica) -> Vec<Value> {
+    let reply = replica.admin("GET", "/dead-letters", b"");
+    assert_eq!(reply.status, 200, "{}", body_text(&reply));
+    reply.json().as_array().expect("an array").clone()
+}
+
+#[test]
+fn a_user_deleted_through_one_replica_has_their_orders_cancelled_once() {
+    const USERS: usize = 20;
+    let Some(db) = Database::fresh() else { return };
+    let Some(vhost) = Vhost::fresh() else { return };
+    let work = data_dir();
+    let (a, b) = start_pair(&db.url, &vhost.url, work.path(), &[]);
+    let addrs = [a.addr(), b.addr()];
+    let mut orders = Vec::new();
+    for i in 0..USERS {
+        let via = &[&a, &b][i % 2].berth;
+        let user = created_id(&via.post("/users", &format!(r#"{{"name":"u{i}"}}"#)));
+        let reply = via.post("/orders", &format!(r#"{{"user_id": {user}}}"#));
+        assert_eq!(reply.status, 201, "{}", body_text(&reply));
+        orders.push((user, reply.json()["id"].as_u64().expect("an order id")));
+    }
+    for (user, _) in &orders {
+        let reply = a.berth.delete(&format!("/users/{user}"));
+        assert_eq!(reply.status, 204, "{}", body_text(&reply));
+    }
+    // Read through B: whichever replica consumed, the effect is shared.
+    let pending = || {
+        orders
+            .iter()
+            .filter(|(_, order)| {
+                b.berth.get(&format!("/orders/{order}")).json()["status"] != "cancelled"
+            })
+            .count()
+    };
+    eventually(Duration::from_secs(30), || (pending() == 0).then_some(()))
+        .unwrap_or_else(|| panic!("{} orders still not cancelled after 30 s", pending()));
+    // Give a stray redelivery time to show, then count.
+    std::thread::sleep(Duration::from_millis(500));
+    let published = total(&addrs, "berth_events_published_total", &[]);
+    let delivered = total(
+        &addrs,
+        "berth_event_deliveries_total",
+        &["component=\"orders\"", "outcome=\"delivered\""],
+    );
+    let duplicates = total(
+        &addrs,
+        "berth_event_deliveries_total",
+        &["outcome=\"duplicate\""],
+    );
+    let by_replica: Vec<u64> = addrs
+        .iter()
+        .map(|&r| {
+            metric(
+                r,
+                "berth_event_deliveries_total",
+                &["component=\"orders\"", "outcome=\"delivered\""],
+            )
+        })
+        .collect();
+    eprintln!(
+        "counts: users deleted {USERS}, events published {published}, applied {delivered} (A {}, B {}), redeliveries acknowledged unapplied {duplicates}, lost {}",
+        by_replica[0],
+        by_replica[1],
+        USERS as u64 - delivered.min(USERS as u64)
+    );
+    assert_eq!(
+        published, USERS as u64,
+        "one event per deleted user reached the broker"
+    );
+    assert_eq!(delivered, USERS as u64, "each event applied exactly once");
+}
+
+#[test]
+fn a_subscriber_that_fails_twice_gets_three_deliveries_and_one_effect() {
+    const EVENTS: u64 = 10;
+    let Some(db) = Database::fresh() else { return };
+    let Some(vhost) = Vhost::fresh() else { return };
+    let work = data_dir();
+    let manifest = flaky_manifest(work.path());
+    let (a, b) = start_pair(
+        &db.url,
+        &vhost.url,
+        work.path(),
+        &[
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--event-backoff-ms",
+            "20",
+        ],
+    );
+    for i in 0..EVENTS {
+        publish([a.addr(), b.addr()][i as usize % 2], "flaky.twice").unwrap();
+    }
+    eventually(Duration::from_secs(30), || {
+        (flaky_state(a.addr()).events == EVENTS).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not every event applied: {:?}", flaky_state(a.addr())));
+    std::thread::sleep(Duration::from_millis(500));
+    let state = flaky_state(b.addr());
+    let addrs = [a.addr(), b.addr()];
+    let retried = total(
+        &addrs,
+        "berth_event_deliveries_total",
+        &["outcome=\"retried\""],
+    );
+    eprintln!(
+        "counts: published {EVENTS}, deliveries {}, retried {retried}, applied {}, duplicated effects {}, lost {}",
+        state.deliveries,
+        state.events,
+        state.effects - state.events,
+        EVENTS - state.events
+    );
+    assert_eq!(
+        state,
+        FlakyState {
+            deliveries: 3 * EVENTS,
+            events: EVENTS,
+            effects: EVENTS
+        }
+    );
+    assert_eq!(retried, 2 * EVENTS, "two retries per event");
+    assert!(admin_dead_letters(&a).is_empty());
+}
+
+#[test]
+fn a_dead_lettered_event_is_applied_once_when_retried_after_a_fix() {
+    let Some(db) = Database::fresh() else { return };
+    let Some(vhost) = Vhost::fresh() else { return };
+    let work = data_dir();
+    let manifest = flaky_manifest(work.path());
+    let manifest = manifest.to_str().unwrap();
+    let (a, b) = start_pair(
+        &db.url,
+        &vhost.url,
+        work.path(),
+        &[
+            "--manifest",
+            manifest,
+            "--event-backoff-ms",
+            "20",
+            "--event-max-attempts",
+            "3",
+        ],
+    );
+    publish(a.addr(), "flaky.never").unwrap();
+    publish(b.addr(), "flaky.never").unwrap();
+    let dead = eventually(Duration::from_secs(30), || {
+        let dead = admin_dead_letters(&b);
+        (dead.len() == 2).then_some(dead)
+    })
+    .expect("two dead letters within 30 s");
+    for letter in &dead {
+        assert_eq!(letter["recipient"], "flaky", "{letter}");
+        assert_eq!(letter["topic"], "flaky.never", "{letter}");
+        assert_eq!(letter["attempts"], 3, "{letter}");
+        assert_eq!(letter["last_error"], "never", "{letter}");
+        assert_eq!(letter["payload"], r#"{"n":1}"#, "{letter}");
+    }
+    // The command line sees the same dead letters on the broker.
+    let listed = cli(&[
+        "dead-letters",
+        "list",
+        "--broker",
+        &vhost.url,
+        "--manifest",
+        manifest,
+    ]);
+    let listed: Vec<Value> = serde_json::from_str(&listed).expect("a JSON array");
+    let ids = |letters: &[Value]| {
+        let mut ids: Vec<String> = letters
+            .iter()
+            .map(|l| l["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&listed), ids(&dead));
+    assert_eq!(
+        flaky_state(a.addr()),
+        FlakyState {
+            deliveries: 6,
+            events: 0,
+            effects: 0
+        }
+    );
+
+    // The fix, hot-swapped in through A, reaches B too.
+    let fixed = std::fs::read(test_wasm("flaky_fixed")).expect("the fixed build");
+    let reply = a.admin("PUT", "/components/flaky", &fixed);
+    assert_eq!(reply.status, 200, "{}", body_text(&reply));
+    let version = reply.json()["version"]
+        .as_str()
+        .expect("a version")
+        .to_string();
+    eventually(Duration::from_secs(10), || {
+        (b.component("flaky")["version"] == version.as_str()).then_some(())
+    })
+    .expect("B runs the fix within 10 s");
+
+    // One retried through B's admin API, one through the command line.
+    let first = dead[0]["id"].as_str().unwrap();
+    let reply = b.admin("POST", &format!("/dead-letters/{first}/retry"), b"");
+    assert_eq!(reply.status, 200, "{}", body_text(&reply));
+    let second = dead[1]["id"].as_str().unwrap();
+    let said = cli(&[
+        "dead-letters",
+        "retry",
+        second,
+        "--broker",
+        &vhost.url,
+        "--manifest",
+        manifest,
+    ]);
+    assert!(said.contains("queued again"), "{said}");
+    // A retried id is gone: retrying it again is a 404.
+    let again = b.admin("POST", &format!("/dead-letters/{first}/retry"), b"");
+    assert_eq!(again.status, 404, "{}", body_text(&again));
+
+    eventually(Duration::from_secs(30), || {
+        (flaky_state(a.addr()).events == 2).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the retried events were not applied: {:?}",
+            flaky_state(a.addr())
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let state = flaky_state(b.addr());
+    eprintln!(
+        "counts: published 2, dead-lettered 2 after 3 attempts each, retried 2, deliveries {}, applied {}, duplicated effects {}, lost {}",
+        state.deliveries,
+        state.events,
+        state.effects - state.events,
+        2 - state.events
+    );
+    assert_eq!(
+        state,
+        FlakyState {
+            deliveries: 8,
+            events: 2,
+            effects: 2
+        }
+    );
+    assert!(admin_dead_letters(&a).is_empty());
+}
+
+#[test]
+fn events_are_applied_exactly_once_when_the_consuming_replica_is_killed() {
+    const EVENTS: usize = 300;
+    let Some(db) = Database::fresh() else { return };
+    let Some(vhost) = Vhost::fresh() else { return };
+    let work = data_dir();
+    let manifest = flaky_manifest(work.path());
+    let (a, b) = start_pair(
+        &db.url,
+        &vhost.url,
+        work.path(),
+        &[
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--event-max-attempts",
+            "50",
+            "--event-backoff-ms",
+            "20",
+        ],
+    );
+    // Published through A only; both consume.
+    let mut published = 0;
+    for _ in 0..EVENTS {
+        publish(a.addr(), "flaky.ok").unwrap();
+        published += 1;
+        if published == EVENTS / 3 {
+            // B has taken some events by now; more arrive as it dies.
+            eventually(Duration::from_secs(20), || {
+                (metric(
+                    b.addr(),
+                    "berth_event_deliveries_total",
+                    &["outcome=\"delivered\""],
+                ) > 0)
+                    .then_some(())
+            })
+            .expect("B applied events before the kill");
+        }
+    }
+    let b_applied = metric(
+        b.addr(),
+        "berth_event_deliveries_total",
+        &["outcome=\"delivered\""],
+    );
+    let Replica { berth: b_berth, .. } = b;
+    b_berth.kill();
+    eventually(Duration::from_secs(60), || {
+        (flaky_state(a.addr()).events == EVENTS as u64).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not every event applied after B died: {:?}",
+            flaky_state(a.addr())
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let state = flaky_state(a.addr());
+    let a_applied = metric(
+        a.addr(),
+        "berth_event_deliveries_total",
+        &["outcome=\"delivered\""],
+    );
+    let duplicates = metric(
+        a.addr(),
+        "berth_event_deliveries_total",
+        &["outcome=\"duplicate\""],
+    );
+    eprintln!(
+        "counts: published {published}, applied by B before its SIGKILL at least {b_applied}, applied by A {a_applied}, redeliveries acknowledged unapplied {duplicates}, deliveries {}, applied {}, duplicated effects {}, lost {}",
+        state.deliveries,
+        state.events,
+        state.effects - state.events,
+        EVENTS as u64 - state.events
+    );
+    assert_eq!(state.events, EVENTS as u64, "no event lost");
+    assert_eq!(state.effects, EVENTS as u64, "no event applied twice");
+}
+
+#[test]
+fn writes_go_on_while_the_broker_is_down_and_their_events_flow_after() {
+    const BEFORE: usize = 20;
+    const DURING: usize = 60;
+    let Some(db) = Database::fresh() else { return };
+    let Some(broker) = PrivateBroker::start() else {
+        return;
+    };
+    let work = data_dir();
+    let manifest = flaky_manifest(work.path());
+    let (a, b) = start_pair(
+        &db.url,
+        &broker.url,
+        work.path(),
+        &[
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--event-backoff-ms",
+            "20",
+        ],
+    );
+    let addrs = [a.addr(), b.addr()];
+    for i in 0..BEFORE {
+        publish(addrs[i % 2], "flaky.ok").unwrap();
+    }
+    eventually(Duration::from_secs(30), || {
+        (flaky_state(a.addr()).events == BEFORE as u64).then_some(())
+    })
+    .expect("events applied before the broker stops");
+
+    broker.stop();
+    // Both replicas notice, and stay ready: writes do not need the broker.
+    for replica in [&a, &b] {
+        let down = eventually(Duration::from_secs(20), || {
+            let reply = try_get(replica.addr(), "/readyz").ok()?;
+            let said = reply.json()["broker"].as_str().unwrap_or("").to_string();
+            (reply.status == 200 && said.starts_with("down")).then_some(said)
+        });
+        assert!(
+            down.is_some(),
+            "{}: /readyz never said the broker is down",
+            replica.name
+        );
+    }
+    for i in 0..DURING {
+        publish(addrs[i % 2], "flaky.ok")
+            .unwrap_or_else(|e| panic!("a write failed while the broker was down: {e}"));
+    }
+    let backlog = eventually(Duration::from_secs(10), || {
+        let waiting = metric(a.addr(), "berth_outbox_backlog", &[]);
+        (waiting > 0).then_some(waiting)
+    })
+    .expect("the outbox backlog shows the waiting events");
+    broker.resume();
+    eventually(Duration::from_secs(60), || {
+        (flaky_state(a.addr()).events == (BEFORE + DURING) as u64).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "events did not flow after the broker came back: {:?}",
+            flaky_state(a.addr())
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let state = flaky_state(b.addr());
+    eprintln!(
+        "counts: published {} ({DURING} while the broker was down, backlog seen {backlog}), applied {}, duplicated effects {}, lost {}, failed writes 0",
+        BEFORE + DURING,
+        state.events,
+        state.effects - state.events,
+        (BEFORE + DURING) as u64 - state.events
+    );
+    assert_eq!(state.effects, state.events, "no event applied twice");
+    for replica in [&a, &b] {
+        assert_eq!(
+            try_get(replica.addr(), "/readyz").unwrap().json(),
+            json!({"status": "ready", "broker": "connected"}),
+            "{}",
+            replica.name
+        );
+    }
+}
+
+#[test]
+fn one_replica_on_sqlite_with_a_broker_runs_the_saga_and_retries() {
+    let Some(vhost) = Vhost::fresh() else { return };
+    let dir = data_dir();
+    let manifest = write_file(
+        dir.path(),
+        "berth.toml",
+        &format!(
+            "[components.users]\nwasm = \"builtin:users\"\nroutes = [\"/users\"]\npublishes = [\"user.deleted\"]\n\n\
+             [components.orders]\nwasm = \"builtin:orders\"\nroutes = [\"/orders\"]\ncalls = [\"users\"]\nsubscribes = [\"user.deleted\"]\n\n\
+             [components.flaky]\nwasm = {:?}\nroutes = [\"/flaky\"]\n\
+             publishes = [\"flaky.twice\"]\nsubscribes = [\"flaky.twice\"]\n",
+            test_wasm("flaky")
+        ),
+    );
+    let berth = Berth::start_with(
+        &dir.path().join("data"),
+        &[
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--broker",
+            &vhost.url,
+            "--event-backoff-ms",
+            "20",
+        ],
+    );
+    let ann = created_id(&berth.post("/users", r#"{"name":"Ann"}"#));
+    let order = berth
+        .post("/orders", &format!(r#"{{"user_id": {ann}}}"#))
+        .json()["id"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(berth.delete(&format!("/users/{ann}")).status, 204);
+    publish(berth.addr, "flaky.twice").unwrap();
+    eventually(Duration::from_secs(30), || {
+        let cancelled = berth.get(&format!("/orders/{order}")).json()["status"] == "cancelled";
+        (cancelled && flaky_state(berth.addr).events == 1).then_some(())
+    })
+    .expect("the saga and the retried event both completed");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        flaky_state(berth.addr),
+        FlakyState {
+            deliveries: 3,
+            events: 1,
+            effects: 1
+        }
+    );
+    assert_eq!(
+        berth.get("/orders/1").json()["status"],
+        "pending",
+        "other users' orders untouched"
+    );
+    let readyz = berth.get("/readyz").json();
+    assert_eq!(readyz["broker"], "connected", "{readyz}");
+}
+
+/// Run the berth command line to success; its stdout.
+fn cli(args: &[&str]) -> String {
+    let output = Command::new(BERTH)
+        .args(args)
+        .output()
+        .expect("running berth");
+    assert!(
+        output.status.success(),
+        "berth {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
