@@ -8,6 +8,18 @@ use super::*;
 #[tokio::test]
 async fn backends_agree_on_a_mixed_workload() {
     let memory = transcript(Arc::new(MemoryStore::new())).await;
+    // The workload reaches the outcomes it is there to compare.
+    for outcome in [
+        "Conflict",
+        "AlreadyDelivered",
+        "completed true",
+        "backlog 1",
+    ] {
+        assert!(
+            memory.iter().any(|line| line.contains(outcome)),
+            "no {outcome:?} in {memory:#?}"
+        );
+    }
     let dir = tempfile::tempdir().unwrap();
     let sqlite = transcript(Arc::new(SqliteStore::open(dir.path()).unwrap())).await;
     assert_eq!(memory, sqlite, "memory and SQLite differ");
@@ -52,6 +64,9 @@ async fn transcript<B: Store + Outbox>(store: Arc<B>) -> Vec<String> {
                 if next(3) == 0 {
                     batch.events.push(event(&format!("e{step}"), &["x", "y"]));
                 }
+                if next(4) == 0 {
+                    batch.applies = Some(format!("a{}", next(6)));
+                }
                 format!("commit {:?}", store.commit(NS, batch).await.unwrap())
             }
             2 => format!("get {key} {:?}", store.get(NS, key).await.unwrap()),
@@ -77,13 +92,22 @@ async fn transcript<B: Store + Outbox>(store: Arc<B>) -> Vec<String> {
                 let mut line = String::from("claim");
                 for delivery in claimed {
                     line.push_str(&format!(" {}>{}", delivery.event_id, delivery.recipient));
-                    let retry = if next(2) == 0 {
-                        Retry::DeadLetter
-                    } else {
-                        Retry::At(0)
-                    };
-                    store.fail_delivery(delivery.id, "no", retry).await.unwrap();
+                    match next(3) {
+                        0 => {
+                            let completed = store.complete(delivery.id).await.unwrap();
+                            line.push_str(&format!(" completed {completed}"));
+                        }
+                        failed => {
+                            let retry = if failed == 1 {
+                                Retry::DeadLetter
+                            } else {
+                                Retry::At(0)
+                            };
+                            store.fail_delivery(delivery.id, "no", retry).await.unwrap();
+                        }
+                    }
                 }
+                line.push_str(&format!(" backlog {}", store.backlog().await.unwrap()));
                 line
             }
         };
@@ -97,5 +121,11 @@ async fn transcript<B: Store + Outbox>(store: Arc<B>) -> Vec<String> {
         .map(|d| format!("{}>{} {}", d.event_id, d.recipient, d.attempts))
         .collect();
     lines.push(format!("dead {dead:?}"));
+    let mut applied = Vec::new();
+    for n in 0..6 {
+        let event_id = format!("a{n}");
+        applied.push(store.applied(NS, &event_id).await.unwrap());
+    }
+    lines.push(format!("applied {applied:?}"));
     lines
 }
