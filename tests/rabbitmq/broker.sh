@@ -187,6 +187,8 @@ resume() {
     dir=$(cd "$dir" && pwd)
     load "$dir"
     running && die "the node in $dir is already running"
+    # A node that was killed, rather than stopped, leaves its epmd behind.
+    stop_epmd
     launch "$dir" || {
         stop_epmd
         tail -n 30 "$dir/log/console.log" >&2
