@@ -83,6 +83,8 @@ load() {
     [ -f "$dir/settings" ] || die "$dir holds no node: make one with \`$0 start $dir\`"
     # shellcheck source=/dev/null # written by start below
     . "$dir/settings"
+    # Unset only if start was cut short before the first launch.
+    epmd_port=${epmd_port:-}
     node_env=(
         HOME="$dir"
         RABBITMQ_NODENAME="$node"
@@ -254,6 +256,7 @@ stop() {
 # Stops the epmd on the node's private port, which served only this node
 # (epmd refuses while a node is still registered with it).
 stop_epmd() {
+    [ -n "$epmd_port" ] || return 0
     as_server "$(dirname "$(readlink -f "$(command -v erl)")")/epmd" \
         -port "$epmd_port" -kill >/dev/null 2>&1 || true
 }
