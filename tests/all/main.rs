@@ -22,6 +22,7 @@ mod observability;
 mod ops;
 mod orders;
 mod pg;
+mod rabbitmq;
 mod replicas;
 mod shutdown;
 mod store_integrity;
