@@ -7,18 +7,52 @@
 # it is unset and PostgreSQL's binaries are installed, a throw-away server is
 # started for the run (tests/pg/cluster.sh) and stopped at exit. Without
 # either they are skipped, unless BERTH_REQUIRE_POSTGRES=1 (as in CI).
+#
+# The broker's tests likewise use the RabbitMQ node BERTH_TEST_RABBITMQ names
+# (an amqp:// URL); when it is unset and RabbitMQ is installed, a throw-away
+# node is started for the run (tests/rabbitmq/broker.sh) and stopped at exit,
+# and BERTH_TEST_RABBITMQ_DIR names its folder, so a test can stop and resume
+# it with that script. Without either they are skipped, unless
+# BERTH_REQUIRE_RABBITMQ=1 (as in CI), which then fails the run here.
 set -euo pipefail
 cd "$(dirname "$0")"
 rustup toolchain install
 
+# One trap stops whatever was started, the broker and the database alike.
+pg_dir=
+rabbitmq_dir=
+cleanup() {
+    if [ -n "$rabbitmq_dir" ]; then
+        tests/rabbitmq/broker.sh stop "$rabbitmq_dir" || true
+        rm -rf "$rabbitmq_dir"
+    fi
+    if [ -n "$pg_dir" ]; then
+        tests/pg/cluster.sh stop "$pg_dir" || true
+        rm -rf "$pg_dir"
+    fi
+}
+trap cleanup EXIT
+
 if [ -z "${BERTH_TEST_POSTGRES:-}" ]; then
     if tests/pg/cluster.sh bindir >/dev/null 2>&1; then
         pg_dir=$(mktemp -d)
-        trap 'tests/pg/cluster.sh stop "$pg_dir"; rm -rf "$pg_dir"' EXIT
         BERTH_TEST_POSTGRES=$(tests/pg/cluster.sh start "$pg_dir")
         export BERTH_TEST_POSTGRES
     else
         echo "PostgreSQL's binaries (initdb, pg_ctl, psql) were not found: the PostgreSQL store tests will be skipped (install PostgreSQL, or set BERTH_TEST_POSTGRES to a server's URL)" >&2
+    fi
+fi
+
+if [ -z "${BERTH_TEST_RABBITMQ:-}" ]; then
+    if tests/rabbitmq/broker.sh bindir >/dev/null 2>&1; then
+        rabbitmq_dir=$(mktemp -d)
+        BERTH_TEST_RABBITMQ=$(tests/rabbitmq/broker.sh start "$rabbitmq_dir")
+        export BERTH_TEST_RABBITMQ BERTH_TEST_RABBITMQ_DIR="$rabbitmq_dir"
+    elif [ "${BERTH_REQUIRE_RABBITMQ:-}" = 1 ]; then
+        echo "BERTH_REQUIRE_RABBITMQ=1 but RabbitMQ's binaries (rabbitmq-server, rabbitmqctl) were not found: install RabbitMQ (apt-get install rabbitmq-server), or set BERTH_TEST_RABBITMQ to a node's URL" >&2
+        exit 1
+    else
+        echo "RabbitMQ's binaries (rabbitmq-server, rabbitmqctl) were not found: the broker tests will be skipped (install RabbitMQ, or set BERTH_TEST_RABBITMQ to a node's URL)" >&2
     fi
 fi
 

@@ -24,6 +24,7 @@ mod observability;
 mod ops;
 mod orders;
 mod pg;
+mod rabbitmq;
 mod replicas;
 mod shutdown;
 mod store_integrity;

@@ -1,21 +1,39 @@
 """What deploy/k8s must keep, beyond what the Kubernetes schemas check: run by
 tests/k8s/validate.sh on each variant's rendered output.
 
-Usage: invariants.py layout ROOT               every kustomization under ROOT
-                                               lists exactly its own files
-       invariants.py embedded|scale-out FILE   the rendered variant keeps
-                                               what its store needs
+Usage: invariants.py layout ROOT                   every kustomization under
+                                                   ROOT lists exactly its
+                                                   own files
+       invariants.py embedded|scale-out|dev FILE   the rendered variant keeps
+                                                   what its store needs
 """
 
+import base64
 import pathlib
 import re
 import sys
 import tomllib
+import urllib.parse
 
 import yaml
 
 BASE = "base"
-VARIANTS = ("embedded", "scale-out")
+VARIANTS = ("embedded", "scale-out", "dev")
+
+# The label that lets a committed Secret into the dev variant, and nowhere
+# else.
+DEV_ONLY = "berth/development-only"
+
+# The Secrets the scale-out Deployment reads, by variable: deploy/k8s/dev
+# and the README's instructions create exactly these.
+SECRET_ENV = {"BERTH_STORE": ("berth-store", "url"), "BERTH_BROKER": ("berth-broker", "url")}
+
+# For each URL scheme a dev service serves: the variables its official image
+# is made with the URL's user, password and database (or vhost) from.
+DEV_SERVER_ENV = {
+    "postgres": ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"),
+    "amqp": ("RABBITMQ_DEFAULT_USER", "RABBITMQ_DEFAULT_PASS", "RABBITMQ_DEFAULT_VHOST"),
+}
 
 
 def main():
@@ -28,8 +46,9 @@ def main():
         deps = of_kind(docs, "Deployment")
         if len(deps) != 1 or len(deps[0]["spec"]["template"]["spec"]["containers"]) != 1:
             sys.exit(f"FAIL: {what}: expected one Deployment with one container")
-        errors, summary = check_common(docs)
-        more, detail = {"embedded": check_embedded, "scale-out": check_scale_out}[what](docs)
+        errors, summary = check_common(docs, dev=what == "dev")
+        more, detail = {"embedded": check_embedded, "scale-out": check_scale_out,
+                        "dev": check_dev}[what](docs)
         errors += more
         summary = f"{detail}; {summary}"
     for e in errors:
@@ -56,14 +75,16 @@ def check_layout(root):
         files = {f.name for f in d.glob("*.yaml")} - {"kustomization.yaml"}
         for f in sorted(files - set(listed)):
             errors.append(f"{name}/{f} is not listed in {name}/kustomization.yaml")
-        if name in VARIANTS and f"../{BASE}" not in listed:
-            errors.append(f"{name}/kustomization.yaml does not build on ../{BASE}")
+        if name in VARIANTS and not {f"../{v}" for v in (BASE,) + VARIANTS} & set(listed):
+            errors.append(f"{name}/kustomization.yaml does not build on ../{BASE} "
+                          "or on another variant")
     return errors
 
 
-def pod_parts(docs):
-    """The one Deployment, its pod spec, its one container, its args and mounts."""
-    (dep,) = of_kind(docs, "Deployment")
+def pod_parts(docs, workload=None):
+    """The one Deployment (or the given workload), its pod spec, its one
+    container, its args and mounts."""
+    (dep,) = of_kind(docs, "Deployment") if workload is None else (workload,)
     pod = dep["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
@@ -89,7 +110,7 @@ def selects(selector, labels):
     return bool(match) and all(labels.get(k) == v for k, v in match.items())
 
 
-def check_common(docs):
+def check_common(docs, dev=False):
     errors = []
     dep, pod, c, args, mounts, vols = pod_parts(docs)
     labels = dep["spec"]["template"]["metadata"].get("labels", {})
@@ -99,8 +120,10 @@ def check_common(docs):
             errors.append(f"{d['kind']} {d['metadata']['name']}: no label "
                           "app.kubernetes.io/part-of: berth")
     for secret in of_kind(docs, "Secret"):
-        errors.append(f"Secret {secret['metadata']['name']} is in the manifests: credentials "
-                      "are created in the cluster, never committed")
+        if not (dev and (secret["metadata"].get("labels") or {}).get(DEV_ONLY) == "true"):
+            errors.append(f"Secret {secret['metadata']['name']} is in the manifests: credentials "
+                          "are created in the cluster, never committed (only the dev variant "
+                          f"holds Secrets, each labelled {DEV_ONLY}: \"true\")")
     for text in args + [e.get("value") or "" for e in c.get("env", [])]:
         if re.search(r"://[^/@\s]*:[^/@\s]*@", text):
             errors.append(f"a password in plain text: {text}")
@@ -141,12 +164,17 @@ def check_common(docs):
     components = check_manifest(docs, manifest, mounts, vols, errors)
 
     services = of_kind(docs, "Service")
-    if not services:
-        errors.append("no Service")
+    pods = [w["spec"]["template"]["metadata"].get("labels", {})
+            for w in of_kind(docs, "Deployment") + of_kind(docs, "StatefulSet")]
+    berth = [svc for svc in services
+             if selects({"matchLabels": svc["spec"].get("selector")}, labels)]
+    if not berth:
+        errors.append("no Service selects berth's pods")
     for svc in services:
-        if not selects({"matchLabels": svc["spec"].get("selector")}, labels):
+        if not any(selects({"matchLabels": svc["spec"].get("selector")}, p) for p in pods):
             errors.append(f"Service {svc['metadata']['name']}: selector "
                           f"{svc['spec'].get('selector')} matches no pod")
+    for svc in berth:
         if 80 not in [p.get("port") for p in svc["spec"].get("ports", [])]:
             errors.append(f"Service {svc['metadata']['name']} does not listen on port 80")
     return errors, (f"probes, security context, grace {grace} s > {pre_stop} + {drain} s, "
@@ -230,11 +258,13 @@ def check_scale_out(docs):
     if arg(args, "store") is not None:
         errors.append("no --store argument: the URL holds a password; BERTH_STORE from a "
                       "secretKeyRef instead")
-    store = [e for e in c.get("env", []) if e["name"] == "BERTH_STORE"]
-    ref = ((store[0].get("valueFrom") or {}).get("secretKeyRef") or {}) if store else {}
-    if len(store) != 1 or "value" in store[0] or not ref.get("name") or not ref.get("key"):
-        errors.append("BERTH_STORE must come from a secretKeyRef (name and key), never a "
-                      "literal value")
+    for var, (name, key) in SECRET_ENV.items():
+        found = [e for e in c.get("env", []) if e["name"] == var]
+        ref = ((found[0].get("valueFrom") or {}).get("secretKeyRef") or {}) if found else {}
+        if len(found) != 1 or "value" in found[0] or (ref.get("name"), ref.get("key")) != (
+                name, key):
+            errors.append(f"{var} must come from a secretKeyRef to the Secret {name}, key "
+                          f"{key}, never a literal value")
 
     cache = arg(args, "cache-dir")
     mount = mounts.get(cache) or {}
@@ -264,10 +294,105 @@ def check_scale_out(docs):
                         and selects(t.get("labelSelector"), labels) for t in spread):
         errors.append("the pods must be spread across nodes (podAntiAffinity or "
                       "topologySpreadConstraints on kubernetes.io/hostname, selecting them)")
-    secret = f"{ref.get('name')}/{ref.get('key')}"
+    secrets = ", ".join(f"{var} from Secret {name}/{key}" for var, (name, key) in
+                        SECRET_ENV.items())
     return errors, (f"replicas {replicas}, RollingUpdate maxUnavailable 0, no volume claim, "
-                    f"BERTH_STORE from Secret {secret}, --cache-dir={cache} on an emptyDir, "
+                    f"{secrets}, --cache-dir={cache} on an emptyDir, "
                     f"PodDisruptionBudget, spread across nodes")
+
+
+def check_dev(docs):
+    """scale-out, with each URL it reads leading to a dev service in the
+    manifests that serves it: the URL's host is a Service, its port one of
+    that Service's, reaching a StatefulSet's container started with the URL's
+    user, password and database; and each such service kept as the rest is
+    (its own volume, probes, limits, non-root)."""
+    errors, _ = check_scale_out(docs)
+    served = []
+    for var, (name, key) in SECRET_ENV.items():
+        url = secret_value(docs, name, key)
+        if url is None:
+            errors.append(f"{var}: the Secret {name} with key {key} is not in the manifests")
+            continue
+        u = urllib.parse.urlsplit(url)
+        where = f"{var} ({u.scheme}://{u.hostname}:{u.port}{u.path})"
+        if u.scheme not in DEV_SERVER_ENV:
+            errors.append(f"{where}: no dev service serves {u.scheme}://")
+            continue
+        svc = [s for s in of_kind(docs, "Service") if s["metadata"]["name"] == u.hostname]
+        if not svc:
+            errors.append(f"{where}: there is no Service {u.hostname}")
+            continue
+        port = [p for p in svc[0]["spec"].get("ports", []) if p.get("port") == u.port]
+        if not port:
+            errors.append(f"{where}: Service {u.hostname} has no port {u.port}")
+            continue
+        sets = [w for w in of_kind(docs, "StatefulSet")
+                if selects({"matchLabels": svc[0]["spec"].get("selector")},
+                           w["spec"]["template"]["metadata"].get("labels", {}))]
+        if len(sets) != 1:
+            errors.append(f"{where}: Service {u.hostname} must select one StatefulSet's pods")
+            continue
+        sts = sets[0]
+        _, pod, c, _, mounts, _ = pod_parts(docs, sts)
+        target = port[0].get("targetPort", u.port)
+        if not [p for p in c.get("ports", [])
+                if target in (p.get("name"), p.get("containerPort"))]:
+            errors.append(f"{where}: Service {u.hostname} sends port {u.port} to {target}, "
+                          f"which StatefulSet {sts['metadata']['name']} does not expose")
+        env = {e["name"]: e for e in c.get("env", [])}
+        for var_name, want, what in zip(DEV_SERVER_ENV[u.scheme],
+                                        (u.username, u.password, u.path.lstrip("/")),
+                                        ("user", "password", "database")):
+            e = env.get(var_name) or {}
+            ref = (e.get("valueFrom") or {}).get("secretKeyRef") or {}
+            if what == "password" and "value" in e:
+                errors.append(f"{where}: {var_name} must come from a secretKeyRef, never a "
+                              "literal value")
+            got = secret_value(docs, ref.get("name"), ref.get("key")) if ref else e.get("value")
+            if got != want:
+                errors.append(f"{where}: the {what} in the URL is not the one StatefulSet "
+                              f"{sts['metadata']['name']} is started with ({var_name})")
+        errors += [f"StatefulSet {sts['metadata']['name']}: {e}"
+                   for e in check_dev_service(sts, pod, c, mounts)]
+        served.append(f"{var} by {sts['metadata']['name']} via {u.hostname}:{u.port}")
+    return errors, "scale-out, " + ", ".join(served)
+
+
+def check_dev_service(sts, pod, c, mounts):
+    """What each dev database or broker keeps: its data on a volume of its
+    own, probes, limits and a non-root, locked-down container."""
+    errors = []
+    claims = {t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates", [])}
+    if not claims or not claims <= {m["name"] for m in mounts.values()}:
+        errors.append("needs a volumeClaimTemplate, mounted, for its data")
+    if sts["spec"].get("replicas", 1) != 1:
+        errors.append("replicas must be 1: it is a single dev server, not a cluster")
+    for probe in ("readinessProbe", "livenessProbe"):
+        if not c.get(probe):
+            errors.append(f"needs a {probe}")
+    resources = c.get("resources") or {}
+    if not resources.get("limits") or not resources.get("requests"):
+        errors.append("resources need requests and limits")
+    sc, psc = c.get("securityContext") or {}, pod.get("securityContext") or {}
+    if not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")):
+        errors.append("runAsNonRoot must be true")
+    if sc.get("allowPrivilegeEscalation") is not False:
+        errors.append("securityContext.allowPrivilegeEscalation must be false")
+    if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []):
+        errors.append("capabilities must drop ALL")
+    return errors
+
+
+def secret_value(docs, name, key):
+    """The value of key in the Secret name in the manifests, or None."""
+    for secret in of_kind(docs, "Secret"):
+        if secret["metadata"]["name"] == name:
+            if key in (secret.get("stringData") or {}):
+                return secret["stringData"][key]
+            if key in (secret.get("data") or {}):
+                return base64.b64decode(secret["data"][key]).decode()
+    return None
 
 
 if __name__ == "__main__":

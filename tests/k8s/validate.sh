@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Validates the Kubernetes manifests in deploy/k8s (or ROOT): the shared
-# base/ and the two variants built on it, embedded/ and scale-out/.
+# base/ and the variants built on it, embedded/, scale-out/ and dev/ (which
+# is scale-out/ with a dev database and broker).
 #   1. yamllint --strict (the repository's .yamllint), on every file;
 #   2. each kustomization lists exactly the files in its folder, and there
 #      is no variant this script does not know;
@@ -14,9 +15,12 @@
 #   5. tests/k8s/invariants.py on each rendering: what its store needs
 #      (embedded: one replica, Recreate, /data on a claim; scale-out: several
 #      replicas, a rolling update that never lowers the serving count, no
-#      claim, BERTH_STORE from a Secret, a PodDisruptionBudget, a writable
-#      cache) and what both need (probes, security context, a grace period
-#      above preStop + drain, a valid manifest).
+#      claim, BERTH_STORE and BERTH_BROKER from their Secrets, a
+#      PodDisruptionBudget, a writable cache; dev: that too, and each URL in
+#      its development-only Secrets reaching a dev service that serves it,
+#      on the Service's port, with the URL's user and password) and what all
+#      need (probes, security context, a grace period above preStop + drain,
+#      a valid manifest).
 # Then, without ROOT, it checks that it rejects broken copies, each for the
 # reason it was broken. The tools go into a virtualenv in a cache folder,
 # pinned. BERTH_KUSTOMIZE=python renders with the fallback even where
@@ -28,7 +32,7 @@ cd "$(dirname "$0")/../.."
 
 KUBERNETES_VALIDATE_VERSION=1.37.0
 YAMLLINT_VERSION=1.38.0
-VARIANTS=(embedded scale-out)
+VARIANTS=(embedded scale-out dev)
 venv="${BERTH_VALIDATE_VENV:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/berth/k8s-validate-venv}"
 
 setup_venv() {
@@ -120,6 +124,23 @@ break_copy() {
         scale-out-no-pdb)
             file=scale-out/kustomization.yaml expect="no PodDisruptionBudget"
             sed -i '/^  - pdb.yaml$/d' "$2/$file" ;;
+        scale-out-no-broker)
+            file=scale-out/deployment-patch.yaml
+            expect="BERTH_BROKER must come from a secretKeyRef to the Secret berth-broker"
+            sed -i '/^            - name: BERTH_BROKER$/,/key: url$/d' "$2/$file" ;;
+        dev-unmarked-secret)
+            file=dev/secret-broker.yaml expect="Secret berth-broker is in the manifests"
+            sed -i '/berth\/development-only/d' "$2/$file" ;;
+        dev-wrong-port)
+            file=dev/rabbitmq-service.yaml expect="Service berth-rabbitmq has no port 5672"
+            sed -i 's/port: 5672/port: 5673/' "$2/$file" ;;
+        dev-wrong-password)
+            file=dev/secret-store.yaml
+            expect="the password in the URL is not the one StatefulSet berth-postgres is started with"
+            sed -i 's/^  password: .*/  password: another-password/' "$2/$file" ;;
+        dev-no-volume)
+            file=dev/rabbitmq-statefulset.yaml expect="needs a volumeClaimTemplate, mounted"
+            sed -i '/^  volumeClaimTemplates:$/,$d' "$2/$file" ;;
         *) return 1 ;;
     esac
     printf '%s\t%s\n' "$file" "$expect"
@@ -142,7 +163,8 @@ if [ $# -eq 0 ]; then
     trap 'rm -rf "$scratch"' EXIT
     for breakage in unknown-field wrong-type short-grace embedded-two-replicas \
         scale-out-with-a-claim scale-out-literal-store scale-out-losing-a-replica \
-        scale-out-no-pdb; do
+        scale-out-no-pdb scale-out-no-broker dev-unmarked-secret dev-wrong-port \
+        dev-wrong-password dev-no-volume; do
         rm -rf "$scratch/k8s" && cp -r "$target" "$scratch/k8s"
         IFS=$'\t' read -r file expect < <(break_copy "$breakage" "$scratch/k8s")
         if [ -z "$file" ] || cmp -s "$target/$file" "$scratch/k8s/$file"; then
