@@ -50,22 +50,40 @@ impl Default for DeliveryConfig {
 /// Deliveries taken from the store per pass.
 const BATCH: usize = 64;
 /// How often the outbox backlog gauge is refreshed.
-pub(crate) const BACKLOG_EVERY: Duration = Duration::from_secs(1);
+const BACKLOG_EVERY: Duration = Duration::from_secs(1);
 
 /// Deliver events until `shutdown` resolves. Events still pending then stay
 /// in the store and are delivered after the next start.
 pub async fn run(mesh: Arc<Mesh>, config: DeliveryConfig, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    let mut backlog_at = Instant::now() - BACKLOG_EVERY;
+    // The gauge never ends; the worker ends at shutdown, between deliveries.
+    let gauge = report_backlog(mesh.app.outbox.clone());
+    tokio::select! {
+        () = deliver_due(&mesh, &config, shutdown) => {}
+        () = gauge => {}
+    }
+}
+
+/// Keep `berth_outbox_backlog` up to date, once a second, for ever.
+pub(crate) async fn report_backlog(outbox: Arc<dyn Outbox>) {
     loop {
-        if backlog_at.elapsed() >= BACKLOG_EVERY {
-            backlog_at = Instant::now();
-            if let Ok(waiting) = mesh.app.outbox.backlog().await {
-                metrics()
-                    .outbox_backlog
-                    .set(i64::try_from(waiting).unwrap_or(i64::MAX));
-            }
+        if let Ok(waiting) = outbox.backlog().await {
+            metrics()
+                .outbox_backlog
+                .set(i64::try_from(waiting).unwrap_or(i64::MAX));
         }
+        tokio::time::sleep(BACKLOG_EVERY).await;
+    }
+}
+
+/// Deliver due rows until `shutdown` resolves; a claimed batch is finished
+/// first, so no claim is left leased behind.
+async fn deliver_due(
+    mesh: &Arc<Mesh>,
+    config: &DeliveryConfig,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
         let due = match mesh.app.outbox.claim_due(now_ms(), BATCH).await {
             Ok(due) => due,
             Err(e) => {
@@ -79,7 +97,7 @@ pub async fn run(mesh: Arc<Mesh>, config: DeliveryConfig, shutdown: impl Future<
         for delivery in due {
             // A delivery whose failure could not be recorded is due again at
             // once: pause rather than spin on a failing store.
-            idle |= !deliver(&mesh, &config, delivery).await;
+            idle |= !deliver(mesh, config, delivery).await;
         }
         if idle {
             tokio::select! {

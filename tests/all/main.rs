@@ -1,7 +1,6 @@
 //! End-to-end tests: each starts the real `berth` binary on port 0 with a
 //! fresh data directory and drives it over HTTP on loopback.
 
-mod amqp;
 mod api_contract;
 mod badinput;
 mod broker;

@@ -1,11 +1,14 @@
 //! Support of the broker tests: the RabbitMQ node `BERTH_TEST_RABBITMQ`
-//! names, and private throw-away nodes from `tests/rabbitmq/broker.sh` for
-//! tests that stop and resume the broker without disturbing the others.
+//! names, a virtual host of its own per test on it (so tests running side
+//! by side never share a queue), private throw-away nodes from
+//! `tests/rabbitmq/broker.sh` for tests that stop and resume the broker
+//! without disturbing the others, and counts read from `/metrics`.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// What a test prints when there is no shared node to run against.
@@ -33,6 +36,60 @@ pub fn broker_url() -> Option<String> {
             eprintln!("{SKIP}");
             None
         }
+    }
+}
+
+/// The directory of the shared node (`BERTH_TEST_RABBITMQ_DIR`, which
+/// test.sh sets beside the URL), where vhosts are made; `None` (after
+/// saying the test is skipped) without it, unless
+/// `BERTH_REQUIRE_RABBITMQ=1`.
+fn node_dir() -> Option<PathBuf> {
+    match std::env::var("BERTH_TEST_RABBITMQ_DIR") {
+        Ok(dir) if !dir.trim().is_empty() => Some(PathBuf::from(dir.trim())),
+        _ if required() => panic!("BERTH_REQUIRE_RABBITMQ=1 but {SKIP_DIR}"),
+        _ => {
+            eprintln!("{SKIP_DIR}");
+            None
+        }
+    }
+}
+
+/// What a test that needs a vhost of its own prints without the node's
+/// directory.
+const SKIP_DIR: &str = "skipped: BERTH_TEST_RABBITMQ_DIR is not set (test.sh sets it when \
+                        RabbitMQ is installed: the directory tests/rabbitmq/broker.sh start made)";
+
+/// A virtual host of its own for one test, deleted at the end.
+pub struct Vhost {
+    /// The URL berth is given: the node's, naming this vhost.
+    pub url: String,
+    name: String,
+    node: PathBuf,
+}
+
+impl Vhost {
+    /// A new vhost on the test node; `None` when the test is to be skipped.
+    pub fn fresh() -> Option<Vhost> {
+        let node = node_dir()?;
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "berth-e2e-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let url = Broker::run(&["vhost".as_ref(), node.as_os_str(), name.as_ref()])
+            .unwrap_or_else(|e| panic!("{e}"));
+        Some(Vhost { url, name, node })
+    }
+}
+
+impl Drop for Vhost {
+    fn drop(&mut self) {
+        let _ = Broker::run(&[
+            "drop-vhost".as_ref(),
+            self.node.as_os_str(),
+            self.name.as_ref(),
+        ]);
     }
 }
 
@@ -224,4 +281,22 @@ fn a_private_broker_stops_and_resumes_on_the_same_url() {
     assert!(refused.contains("connecting to"), "{refused}");
     broker.resume();
     assert_eq!(amqp_login(&broker.url), Ok(Login::Accepted));
+}
+
+/// The sum of the `/metrics` samples of `family` whose labels contain every
+/// one of `labels` (each `name="value"`).
+pub fn metric(addr: SocketAddr, family: &str, labels: &[&str]) -> u64 {
+    let Ok(reply) = crate::pg::try_get(addr, "/metrics") else {
+        return 0;
+    };
+    let text = String::from_utf8_lossy(&reply.body).into_owned();
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(family)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+        .filter(|line| labels.iter().all(|label| line.contains(label)))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|value| value as u64)
+        .sum()
 }

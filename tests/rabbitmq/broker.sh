@@ -12,6 +12,12 @@
 #   tests/rabbitmq/broker.sh resume DIR   start the same node again after a
 #                                         stop: same ports, user and data, so
 #                                         durable queues keep their messages
+#   tests/rabbitmq/broker.sh vhost DIR NAME
+#                                         add a vhost NAME on that node, the
+#                                         user allowed everything on it; print
+#                                         its URL
+#   tests/rabbitmq/broker.sh drop-vhost DIR NAME
+#                                         delete it, queues and all
 #   tests/rabbitmq/broker.sh bindir       print where rabbitmq-server and
 #                                         rabbitmqctl are, or exit 1 saying
 #                                         they are missing
@@ -253,6 +259,30 @@ stop() {
     stop_epmd
 }
 
+# A virtual host NAME on the running node in DIR, on which the node's user
+# may do everything; prints its URL. Tests running side by side each take
+# one, so they never share a queue.
+vhost() {
+    local dir=$1 name=$2
+    bin=$(bindir) || die "RabbitMQ's binaries (rabbitmq-server, rabbitmqctl) were not found"
+    dir=$(cd "$dir" && pwd)
+    load "$dir"
+    cd "$dir"
+    ctl add_vhost "$name" >/dev/null
+    ctl set_permissions -p "$name" berth '.*' '.*' '.*' >/dev/null
+    sed "s#/[^/]*\$#/$name#" "$dir/url"
+}
+
+# Delete the virtual host NAME, with its queues and messages.
+drop_vhost() {
+    local dir=$1 name=$2
+    bin=$(bindir) || die "RabbitMQ's binaries (rabbitmq-server, rabbitmqctl) were not found"
+    dir=$(cd "$dir" && pwd)
+    load "$dir"
+    cd "$dir"
+    ctl delete_vhost "$name" >/dev/null
+}
+
 # Stops the epmd on the node's private port, which served only this node
 # (epmd refuses while a node is still registered with it).
 stop_epmd() {
@@ -266,10 +296,14 @@ case "${1:-}" in
         [ $# -eq 2 ] || die "usage: $0 $1 DIR"
         "$1" "$2"
         ;;
+    vhost | drop-vhost)
+        [ $# -eq 3 ] || die "usage: $0 $1 DIR NAME"
+        "${1/-/_}" "$2" "$3"
+        ;;
     bindir)
         bindir || die "RabbitMQ's binaries (rabbitmq-server, rabbitmqctl) were not found: install RabbitMQ (apt-get install rabbitmq-server)"
         ;;
     *)
-        die "usage: $0 start DIR | stop DIR | resume DIR | bindir"
+        die "usage: $0 start DIR | stop DIR | resume DIR | vhost DIR NAME | drop-vhost DIR NAME | bindir"
         ;;
 esac

@@ -140,14 +140,20 @@ impl Broker {
 /// Relay and consume events until `shutdown` resolves, reconnecting with
 /// backoff whenever the connection fails.
 pub async fn run(mesh: Arc<Mesh>, broker: Arc<Broker>, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
+    // The backlog matters most while the broker is away, when no relay runs.
+    let gauge = crate::events::report_backlog(mesh.app.outbox.clone());
+    tokio::select! {
+        () = supervise(&mesh, &broker) => {}
+        () = gauge => {}
+        () = shutdown => {}
+    }
+}
+
+/// Connect, run a session until it fails, wait, and again, for ever.
+async fn supervise(mesh: &Arc<Mesh>, broker: &Arc<Broker>) {
     let mut wait = Duration::from_millis(100);
     loop {
-        let session = session(&mesh, &broker);
-        let failed = tokio::select! {
-            failed = session => failed,
-            () = &mut shutdown => return,
-        };
+        let failed = session(mesh, broker).await;
         let why = match failed {
             Ok(()) => "the connection ended".to_string(),
             Err(e) => format!("{e:#}"),
@@ -159,10 +165,7 @@ pub async fn run(mesh: Arc<Mesh>, broker: Arc<Broker>, shutdown: impl Future<Out
             tracing::warn!(broker = %redact(&broker.config.url), suppressed, "cannot use the broker, retrying: {why}");
         }
         broker.set_down(Some(why));
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = &mut shutdown => return,
-        }
+        tokio::time::sleep(wait).await;
         wait = (wait * 2).min(MAX_RECONNECT_WAIT);
     }
 }

@@ -6,7 +6,6 @@
 
 use super::message::EventMessage;
 use super::{BrokerConfig, RELAYED, topology};
-use crate::events::BACKLOG_EVERY;
 use crate::mesh::Mesh;
 use crate::metrics::metrics;
 use crate::store::{Delivery, Retry, now_ms};
@@ -38,7 +37,6 @@ pub async fn run(
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     let outbox = &mesh.app.outbox;
-    let mut backlog_at = Instant::now() - BACKLOG_EVERY;
     let mut pruned_at = Instant::now() - PRUNE_EVERY;
     loop {
         if pruned_at.elapsed() >= PRUNE_EVERY {
@@ -47,14 +45,6 @@ pub async fn run(
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(records = n, "pruned old applied-event records"),
                 Err(e) => tracing::warn!(error = %e, "cannot prune applied-event records"),
-            }
-        }
-        if backlog_at.elapsed() >= BACKLOG_EVERY {
-            backlog_at = Instant::now();
-            if let Ok(waiting) = outbox.backlog().await {
-                metrics()
-                    .outbox_backlog
-                    .set(i64::try_from(waiting).unwrap_or(i64::MAX));
             }
         }
         let due = match outbox.claim_due(now_ms(), BATCH).await {
