@@ -255,7 +255,9 @@ pub enum DeadLetters {
 #[derive(Debug, thiserror::Error)]
 pub enum RetryError {
     /// No dead letter has that id (404).
-    #[error("no dead letter has id `{0}`; list them to see their ids")]
+    #[error(
+        "no dead letter has id {0}; `berth dead-letters list` and the admin API's GET /dead-letters show them"
+    )]
     NotFound(String),
     /// The id is not of the form this kind of dead letter has (400).
     #[error("`{id}` is not a dead letter id: {expected}")]

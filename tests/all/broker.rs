@@ -4,7 +4,7 @@
 //! node of its own. Every test prints what it counted (events published,
 //! delivered, applied, duplicated effects, lost) on one `counts:` line.
 
-use crate::pg::{Database, Replica, body_text, try_get, try_post};
+use crate::pg::{Database, Replica, body_text, run_to_exit, try_get, try_post};
 use crate::rabbitmq::{Broker, Vhost, metric};
 use crate::store_support::created_id;
 use crate::support::{BERTH, Berth, data_dir, eventually, test_wasm, write_file};
@@ -565,4 +565,73 @@ fn cli(args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn a_malformed_broker_url_stops_start_up_and_an_unreachable_broker_does_not() {
+    // No broker needed: one URL is wrong, the other names a closed port.
+    let dir = data_dir();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let out = run_to_exit(
+        &[
+            "--data",
+            data,
+            "--broker",
+            "amqp://berth:s3cret@127.0.0.1:notaport/berth",
+        ],
+        &[],
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is not an AMQP URL"), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "the password leaked: {stderr}");
+    let out = run_to_exit(
+        &[
+            "--data",
+            data,
+            "--broker",
+            "http://berth:s3cret@127.0.0.1/berth",
+        ],
+        &[],
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the scheme must be amqp or amqps"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "the password leaked: {stderr}");
+
+    // Port 1 on loopback: nothing listens there.
+    let (berth, logs) = Berth::start_logged(
+        dir.path(),
+        &["--broker", "amqp://berth:s3cret@127.0.0.1:1/berth"],
+        &[],
+    );
+    let reply = berth.post("/users", r#"{"name":"Ann"}"#);
+    assert_eq!(reply.status, 201, "writes go on without the broker");
+    let said = eventually(Duration::from_secs(10), || {
+        let reply = berth.get("/readyz");
+        let said = reply.json()["broker"].as_str()?.to_string();
+        (reply.status == 200
+            && said
+                .starts_with("down: cannot reach the broker at amqp://berth:***@127.0.0.1:1/berth"))
+        .then_some(said)
+    })
+    .expect("/readyz says why the broker is down");
+    assert!(!said.contains("s3cret"), "{said}");
+    assert!(
+        !logs.text().contains("s3cret"),
+        "the password reached the log"
+    );
+    assert!(
+        berth
+            .get("/metrics")
+            .body
+            .windows(20)
+            .any(|w| w == b"berth_outbox_backlog")
+    );
 }
