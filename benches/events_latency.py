@@ -1,17 +1,22 @@
 #!/usr/bin/env python3
 """The events workload: DELETE /users/{id}, each user with one pending order,
-and the time from the DELETE's 2xx to the order being cancelled.
+whose `user.deleted` event makes orders cancel it.
 
 Used by benches/run.sh (`events`). Usage:
-    events_latency.py APP_URL USERS CONCURRENCY
-Creates USERS users with one pending order each (not timed), then deletes
-them with CONCURRENCY threads, each on one kept-alive connection, while one
-more thread polls the orders whose user is gone until each is cancelled.
-A cancellation is seen at most one polling sweep after it happens; the sweep
-covers only orders still pending, so it stays short while delivery keeps up.
+    events_latency.py APP_URL USERS CONCURRENCY RATE
+Creates 2 x USERS users with one pending order each (not timed), then:
+1. throughput: deletes USERS of them as fast as CONCURRENCY threads can, each
+   on one kept-alive connection, and waits until every order is cancelled:
+   the DELETE rate, and the rate at which cancellations completed (from the
+   first DELETE to the last cancellation);
+2. latency: deletes the other USERS at RATE per second from one thread (a
+   load the delivery keeps up with), while another thread polls the orders
+   of deleted users until each is cancelled: the time from a DELETE's 2xx to
+   the cancellation, seen at most one polling sweep late (the sweep covers
+   only orders still pending, so it stays short).
 Prints one line:
-    RESULT rps=DELETES_PER_S p50_ms=... p99_ms=... deletes=N errors=N lost=N
-`lost` counts orders still pending 60 s after the last DELETE.
+    RESULT rps=... cancel_rps=... p50_ms=... p99_ms=... errors=N lost=N
+`lost` counts orders still pending 60 s after the last DELETE of a phase.
 """
 import http.client
 import json
@@ -20,7 +25,7 @@ import threading
 import time
 from urllib.parse import urlparse
 
-app, users, concurrency = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+app, users, concurrency, rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 target = urlparse(app)
 
 
@@ -44,12 +49,12 @@ def in_threads(count, work):
 
 
 # Set-up: users with one pending order each.
-pairs = [None] * users
+pairs = [None] * (2 * users)
 
 
 def create(worker):
     conn = connect()
-    for i in range(worker, users, concurrency):
+    for i in range(worker, len(pairs), concurrency):
         status, body = call(conn, "POST", "/users", json.dumps({"name": f"bench-{i}"}))
         assert status == 201, (status, body)
         user = json.loads(body)["id"]
@@ -60,60 +65,97 @@ def create(worker):
 
 in_threads(concurrency, create)
 
-# Measured: the deletes, and the cancellations they cause.
-deleted_at = {}  # order id -> when its user's DELETE got its 2xx
-latencies = []
-errors = 0
-lock = threading.Lock()
-deleting = True
+
+class Phase:
+    """Deletes, and a poller that times each order's cancellation."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.deleted_at = {}  # order -> when its user's DELETE got its 2xx
+        self.latencies = []
+        self.errors = 0
+        self.deleting = True
+        self.finished = 0.0
+        self.last_cancel = 0.0
+
+    def deleted(self, status, order):
+        done = time.monotonic()
+        with self.lock:
+            if 200 <= status < 300:
+                self.deleted_at[order] = done
+            else:
+                self.errors += 1
+
+    def poll(self):
+        conn = connect()
+        while True:
+            with self.lock:
+                waiting = list(self.deleted_at.items())
+                deleting = self.deleting
+            if not waiting and not deleting:
+                return
+            if not deleting and time.monotonic() - self.finished > 60:
+                return
+            for order, since in waiting:
+                status, body = call(conn, "GET", f"/orders/{order}")
+                if status == 200 and json.loads(body)["status"] == "cancelled":
+                    seen = time.monotonic()
+                    with self.lock:
+                        del self.deleted_at[order]
+                        self.latencies.append(seen - since)
+                        self.last_cancel = seen
+            if not waiting:
+                time.sleep(0.0005)
+
+    def run(self, delete_all):
+        poller = threading.Thread(target=self.poll)
+        poller.start()
+        start = time.monotonic()
+        delete_all(self)
+        self.finished = time.monotonic()
+        with self.lock:
+            self.deleting = False
+        poller.join()
+        return start
 
 
-def delete(worker):
-    global errors
+# 1. Throughput.
+burst = Phase()
+
+
+def burst_deletes(phase):
+    def delete(worker):
+        conn = connect()
+        for i in range(worker, users, concurrency):
+            user, order = pairs[i]
+            status, _ = call(conn, "DELETE", f"/users/{user}")
+            phase.deleted(status, order)
+
+    in_threads(concurrency, delete)
+
+
+began = burst.run(burst_deletes)
+rps = users / (burst.finished - began)
+cancel_rps = len(burst.latencies) / max(burst.last_cancel - began, 1e-9)
+
+# 2. Latency, at a steady rate.
+paced = Phase()
+
+
+def paced_deletes(phase):
     conn = connect()
-    for i in range(worker, users, concurrency):
+    start = time.monotonic()
+    for n, i in enumerate(range(users, 2 * users)):
+        wait = start + n / rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
         user, order = pairs[i]
         status, _ = call(conn, "DELETE", f"/users/{user}")
-        done = time.monotonic()
-        with lock:
-            if 200 <= status < 300:
-                deleted_at[order] = done
-            else:
-                errors += 1
+        phase.deleted(status, order)
 
 
-def poll():
-    conn = connect()
-    while True:
-        with lock:
-            waiting = list(deleted_at.items())
-            still_deleting = deleting
-        if not waiting and not still_deleting:
-            return
-        if not still_deleting and time.monotonic() - finished > 60:
-            return
-        for order, since in waiting:
-            status, body = call(conn, "GET", f"/orders/{order}")
-            if status == 200 and json.loads(body)["status"] == "cancelled":
-                seen = time.monotonic()
-                with lock:
-                    del deleted_at[order]
-                    latencies.append(seen - since)
-        if not waiting:
-            time.sleep(0.0005)
-
-
-finished = 0.0
-poller = threading.Thread(target=poll)
-poller.start()
-start = time.monotonic()
-in_threads(concurrency, delete)
-finished = time.monotonic()
-with lock:
-    deleting = False
-poller.join()
-
-latencies.sort()
+paced.run(paced_deletes)
+latencies = sorted(paced.latencies)
 
 
 def percentile(p):
@@ -123,6 +165,7 @@ def percentile(p):
 
 
 print(
-    f"RESULT rps={users / (finished - start):.1f} p50_ms={percentile(50):.1f} "
-    f"p99_ms={percentile(99):.1f} deletes={users - errors} errors={errors} lost={len(deleted_at)}"
+    f"RESULT rps={rps:.1f} cancel_rps={cancel_rps:.1f} p50_ms={percentile(50):.1f} "
+    f"p99_ms={percentile(99):.1f} errors={burst.errors + paced.errors} "
+    f"lost={len(burst.deleted_at) + len(paced.deleted_at)}"
 )

@@ -24,7 +24,8 @@
 #   WASMTIME     a wasmtime 48 binary; else BENCH_CACHE's, else installed there
 #   BERTH_ARGS   extra `berth serve` flags, for experiments      []
 #   SHARED_WORKLOADS  the shared workload's parts             [read write mixed]
-#   EVENT_USERS  users deleted per events run                   [1000]
+#   EVENT_USERS  users deleted per events phase (burst, paced)  [1000]
+#   EVENT_RATE   deletes per second in the latency phase        [100]
 #   BERTH_BIN    another berth binary to measure (an experiment's build)
 #   PROFILE      the cargo profile to build and measure          [dist]
 #   ONLY         run only these servers, e.g. "berth native"     [all]
@@ -359,37 +360,43 @@ mq_start() {
     MQ_URL=$("$ROOT/tests/rabbitmq/broker.sh" start "$MQ_DIR" | tail -1)
 }
 
-# DELETE /users/{id} with one pending order each: the deletes' rate, and the
-# time from a DELETE's 2xx to its order's cancellation, with events
-# delivered in-process and through RabbitMQ, in the same run.
+# DELETE /users/{id} with one pending order each: the deletes' rate and the
+# rate of the cancellations they cause (a burst), and the time from a
+# DELETE's 2xx to its order's cancellation (at a steady EVENT_RATE), with
+# events delivered in-process and through RabbitMQ, in the same run.
 events() {
     mq_start
-    local users=${EVENT_USERS:-1000} rows=() name result base_rps
+    local users=${EVENT_USERS:-1000} rate=${EVENT_RATE:-100} rows=() name result base_rps base_cancel
     for name in berth-events berth-events-mq; do
         start_server "$name" /users/1 || { rows+=("$name|skipped"); continue; }
-        result=$(timeout 600 taskset -c 1 python3 "$ROOT/benches/events_latency.py" \
-            "http://127.0.0.1:$PORT" "$users" "$CONNECTIONS" | grep '^RESULT' || echo "RESULT failed")
+        result=$(timeout 900 taskset -c 1 python3 "$ROOT/benches/events_latency.py" \
+            "http://127.0.0.1:$PORT" "$users" "$CONNECTIONS" "$rate" | grep '^RESULT' || echo "RESULT failed")
         stop_server
         rows+=("$name|$result")
-        [ "$name" = berth-events ] && base_rps=$(field rps "$result")
+        if [ "$name" = berth-events ]; then
+            base_rps=$(field rps "$result") base_cancel=$(field cancel_rps "$result")
+        fi
     done
     echo
-    echo "### events: DELETE /users/{id} with one pending order each ($users users, $CONNECTIONS clients)"
+    echo "### events: DELETE /users/{id} with one pending order each"
     echo
-    echo "| delivery | DELETE/s | DELETE/s vs in-process | 2xx to cancelled, p50 | p99 | errors | orders left pending |"
-    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    echo "Burst: $users deletes from $CONNECTIONS clients. Latency: $users more at $rate/s, from the DELETE's 2xx to the order read back cancelled."
+    echo
+    echo "| delivery | DELETE/s | vs in-process | cancellations/s | vs in-process | 2xx to cancelled, p50 | p99 | errors | orders left pending |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     local row label
     for row in "${rows[@]}"; do
         name=${row%%|*} result=${row#*|}
         case $name in berth-events) label="in-process" ;; *) label="RabbitMQ" ;; esac
         if [ "$result" = skipped ] || [ "$result" = "RESULT failed" ]; then
-            echo "| $label | $result | | | | | |"; continue
+            echo "| $label | $result | | | | | | | |"; continue
         fi
-        awk -v n="$label" -v r="$(field rps "$result")" -v a="$(field p50_ms "$result")" \
-            -v b="$(field p99_ms "$result")" -v e="$(field errors "$result")" \
-            -v l="$(field lost "$result")" -v s="$base_rps" 'BEGIN {
-            printf "| %s | %.0f | %s | %.1f ms | %.1f ms | %d | %d |\n", n, r,
-                (s > 0 ? sprintf("%.2f", r/s) : "-"), a, b, e, l }'
+        awk -v n="$label" -v r="$(field rps "$result")" -v c="$(field cancel_rps "$result")" \
+            -v a="$(field p50_ms "$result")" -v b="$(field p99_ms "$result")" \
+            -v e="$(field errors "$result")" -v l="$(field lost "$result")" \
+            -v s="$base_rps" -v t="$base_cancel" 'BEGIN {
+            printf "| %s | %.0f | %s | %.0f | %s | %.1f ms | %.1f ms | %d | %d |\n", n, r,
+                (s > 0 ? sprintf("%.2f", r/s) : "-"), c, (t > 0 ? sprintf("%.2f", c/t) : "-"), a, b, e, l }'
     done
 }
 

@@ -66,14 +66,17 @@ pub async fn invoke(
         )));
     };
     let store = env.store.clone();
-    retry_on_conflict(
+    let (response, committed) = retry_on_conflict(
         &store,
         component.name(),
         || component.call(env.clone(), request),
         |batch| batch,
     )
-    .await
-    .map(|(response, _)| response)
+    .await?;
+    if let (Committed::Done { events: true }, Some(services)) = (committed, &env.services) {
+        services.events_committed();
+    }
+    Ok(response)
 }
 
 /// How a delivered event's commit acknowledges it, so that its effect is
@@ -134,14 +137,20 @@ pub async fn deliver(
     Ok(match (outcome, committed) {
         (Err(reason), _) => Delivered::Refused(reason),
         (Ok(()), Committed::AlreadyDelivered) => Delivered::Duplicate,
-        (Ok(()), Committed::Done) => Delivered::Applied,
+        (Ok(()), Committed::Done { events }) => {
+            if let (true, Some(services)) = (events, &env.services) {
+                services.events_committed();
+            }
+            Delivered::Applied
+        }
     })
 }
 
 /// How a run's writes ended.
 enum Committed {
-    /// Committed, or there was nothing to commit.
-    Done,
+    /// Committed, or there was nothing to commit; `events`: the commit
+    /// published events.
+    Done { events: bool },
     /// Refused whole: the delivery they acknowledge was acknowledged first.
     AlreadyDelivered,
 }
@@ -163,14 +172,15 @@ where
     for _ in 0..MAX_ATTEMPTS {
         let (outcome, batch) = attempt().await?;
         if !outcome.commits() {
-            return Ok((outcome, Committed::Done));
+            return Ok((outcome, Committed::Done { events: false }));
         }
         let batch = finish(batch);
         if batch.is_empty() {
-            return Ok((outcome, Committed::Done));
+            return Ok((outcome, Committed::Done { events: false }));
         }
+        let events = !batch.events.is_empty();
         match store.commit(namespace, batch).await {
-            Ok(Commit::Done) => return Ok((outcome, Committed::Done)),
+            Ok(Commit::Done) => return Ok((outcome, Committed::Done { events })),
             // Another delivery of the same event was acknowledged first: its
             // effect is in the store, and this one's writes are dropped.
             Ok(Commit::AlreadyDelivered) => return Ok((outcome, Committed::AlreadyDelivered)),

@@ -102,6 +102,7 @@ async fn deliver_due(
         if idle {
             tokio::select! {
                 () = tokio::time::sleep(config.poll) => {}
+                () = mesh.events_waiting.notified() => {}
                 () = &mut shutdown => return,
             }
         }

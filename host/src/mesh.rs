@@ -33,6 +33,9 @@ pub struct Mesh {
     /// The broker events go through, if any; without one they are
     /// delivered in-process.
     pub broker: Option<Arc<Broker>>,
+    /// Signalled when a request commits events, so the delivery worker or
+    /// relay moves them on at once instead of at its next poll.
+    pub events_waiting: tokio::sync::Notify,
 }
 
 impl Mesh {
@@ -71,6 +74,7 @@ impl Mesh {
             subscribers,
             max_depth,
             broker,
+            events_waiting: tokio::sync::Notify::new(),
         })
     }
 
@@ -140,6 +144,11 @@ impl Services for Mesh {
 
     /// The recipients an event on `topic` is written to the outbox for:
     /// each subscriber, or with a broker one row that the broker fans out.
+    fn events_committed(&self) {
+        // A permit is kept if nobody waits, so a wake-up is never lost.
+        self.events_waiting.notify_one();
+    }
+
     fn subscribers(&self, topic: &str) -> Vec<String> {
         let subscribers = self.subscribers_in_process(topic);
         if self.broker.is_some() && !subscribers.is_empty() {

@@ -57,7 +57,12 @@ pub async fn run(
             }
         };
         if due.is_empty() {
-            tokio::time::sleep(config.delivery.poll).await;
+            // Woken by this replica's commits; other replicas' rows are
+            // found at the next poll (or relayed by their own replica).
+            tokio::select! {
+                () = tokio::time::sleep(config.delivery.poll) => {}
+                () = mesh.events_waiting.notified() => {}
+            }
             continue;
         }
         // Publish the whole batch, then wait for its confirms: the broker

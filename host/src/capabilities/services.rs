@@ -45,6 +45,11 @@ pub trait Services: Send + Sync {
 
     /// The components subscribed to `topic`.
     fn subscribers(&self, topic: &str) -> Vec<String>;
+
+    /// Events were just committed to the outbox: whoever moves them on
+    /// (the delivery worker, or the broker relay) may look now rather than
+    /// at its next poll.
+    fn events_committed(&self) {}
 }
 
 impl services::Host for Invocation {
