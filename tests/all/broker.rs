@@ -635,3 +635,115 @@ fn a_malformed_broker_url_stops_start_up_and_an_unreachable_broker_does_not() {
             .any(|w| w == b"berth_outbox_backlog")
     );
 }
+
+/// `(queue, topic)` of every binding from `berth.events`, sorted.
+fn bindings(vhost: &Vhost) -> Vec<(String, String)> {
+    let listed = vhost.ctl(
+        "list_bindings",
+        &[
+            "--no-table-headers",
+            "source_name",
+            "destination_name",
+            "routing_key",
+        ],
+    );
+    let mut bound: Vec<(String, String)> = listed
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split('\t');
+            let source = fields.next()?;
+            let queue = fields.next()?;
+            let topic = fields.next()?;
+            (source == "berth.events").then(|| (queue.to_string(), topic.to_string()))
+        })
+        .collect();
+    bound.sort();
+    bound
+}
+
+#[test]
+fn the_topology_follows_the_manifest() {
+    let Some(vhost) = Vhost::fresh() else { return };
+    let dir = data_dir();
+    let data = dir.path().join("data");
+    let manifest = flaky_manifest(dir.path());
+    let serve = |manifest: &Path| {
+        Berth::start_with(
+            &data,
+            &[
+                "--manifest",
+                manifest.to_str().unwrap(),
+                "--broker",
+                &vhost.url,
+            ],
+        )
+    };
+    let connected = |berth: &Berth| {
+        eventually(Duration::from_secs(20), || {
+            (berth.get("/readyz").json()["broker"] == "connected").then_some(())
+        })
+        .expect("connected to the broker");
+    };
+    let berth = serve(&manifest);
+    connected(&berth);
+    let queue = |topic: &str| ("berth.flaky".to_string(), topic.to_string());
+    assert_eq!(
+        bindings(&vhost),
+        vec![
+            queue("flaky.never"),
+            queue("flaky.ok"),
+            queue("flaky.twice")
+        ]
+    );
+    let queues = vhost.ctl(
+        "list_queues",
+        &["--no-table-headers", "name", "type", "durable"],
+    );
+    let mut queues: Vec<&str> = queues.lines().collect();
+    queues.sort();
+    // The default backoff (200 ms, doubled, five attempts) waits 200, 400,
+    // 800 and 1600 ms.
+    assert_eq!(
+        queues,
+        [
+            "berth.flaky\tquorum\ttrue",
+            "berth.flaky.dead\tclassic\ttrue",
+            "berth.flaky.retry.1600ms\tclassic\ttrue",
+            "berth.flaky.retry.200ms\tclassic\ttrue",
+            "berth.flaky.retry.400ms\tclassic\ttrue",
+            "berth.flaky.retry.800ms\tclassic\ttrue",
+        ]
+    );
+    berth.terminate();
+
+    // The next start subscribes to one topic fewer: it is unbound.
+    let fewer = write_file(
+        dir.path(),
+        "fewer.toml",
+        &format!(
+            "[components.flaky]\nwasm = {:?}\nroutes = [\"/flaky\"]\n\
+             publishes = [\"flaky.twice\", \"flaky.ok\"]\nsubscribes = [\"flaky.twice\", \"flaky.ok\"]\n",
+            test_wasm("flaky")
+        ),
+    );
+    let berth = serve(&fewer);
+    connected(&berth);
+    assert_eq!(
+        bindings(&vhost),
+        vec![queue("flaky.ok"), queue("flaky.twice")]
+    );
+    berth.terminate();
+
+    // And one that no longer subscribes at all leaves the queue, unbound.
+    let none = write_file(
+        dir.path(),
+        "none.toml",
+        &format!(
+            "[components.flaky]\nwasm = {:?}\nroutes = [\"/flaky\"]\n",
+            test_wasm("flaky")
+        ),
+    );
+    let berth = serve(&none);
+    connected(&berth);
+    assert_eq!(bindings(&vhost), vec![]);
+}

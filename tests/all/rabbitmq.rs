@@ -83,6 +83,22 @@ impl Vhost {
     }
 }
 
+impl Vhost {
+    /// `rabbitmqctl ARGS` on the node, in this vhost (`-p NAME` is added
+    /// after the command); its output.
+    pub fn ctl(&self, command: &str, args: &[&str]) -> String {
+        let mut script_args: Vec<&std::ffi::OsStr> = vec![
+            "ctl".as_ref(),
+            self.node.as_os_str(),
+            command.as_ref(),
+            "-p".as_ref(),
+            self.name.as_ref(),
+        ];
+        script_args.extend(args.iter().map(std::ffi::OsStr::new));
+        Broker::run(&script_args).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
 impl Drop for Vhost {
     fn drop(&mut self) {
         let _ = Broker::run(&[

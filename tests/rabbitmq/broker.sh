@@ -18,6 +18,8 @@
 #                                         its URL
 #   tests/rabbitmq/broker.sh drop-vhost DIR NAME
 #                                         delete it, queues and all
+#   tests/rabbitmq/broker.sh ctl DIR ARGS...
+#                                         rabbitmqctl ARGS on that node
 #   tests/rabbitmq/broker.sh bindir       print where rabbitmq-server and
 #                                         rabbitmqctl are, or exit 1 saying
 #                                         they are missing
@@ -283,6 +285,18 @@ drop_vhost() {
     ctl delete_vhost "$name" >/dev/null
 }
 
+# rabbitmqctl ARGS... on the running node in DIR (a test reads the
+# topology berth declared with `list_bindings`, `list_queues`).
+node_ctl() {
+    local dir=$1
+    shift
+    bin=$(bindir) || die "RabbitMQ's binaries (rabbitmq-server, rabbitmqctl) were not found"
+    dir=$(cd "$dir" && pwd)
+    load "$dir"
+    cd "$dir"
+    ctl "$@"
+}
+
 # Stops the epmd on the node's private port, which served only this node
 # (epmd refuses while a node is still registered with it).
 stop_epmd() {
@@ -300,10 +314,15 @@ case "${1:-}" in
         [ $# -eq 3 ] || die "usage: $0 $1 DIR NAME"
         "${1/-/_}" "$2" "$3"
         ;;
+    ctl)
+        [ $# -ge 3 ] || die "usage: $0 ctl DIR RABBITMQCTL-ARGS..."
+        shift
+        node_ctl "$@"
+        ;;
     bindir)
         bindir || die "RabbitMQ's binaries (rabbitmq-server, rabbitmqctl) were not found: install RabbitMQ (apt-get install rabbitmq-server)"
         ;;
     *)
-        die "usage: $0 start DIR | stop DIR | resume DIR | vhost DIR NAME | drop-vhost DIR NAME | bindir"
+        die "usage: $0 start DIR | stop DIR | resume DIR | vhost DIR NAME | drop-vhost DIR NAME | ctl DIR ARGS... | bindir"
         ;;
 esac
