@@ -41,6 +41,38 @@ fn flaky_manifest(dir: &Path) -> std::path::PathBuf {
     )
 }
 
+/// Two replicas serving the flaky subscriber, on a database and a vhost of
+/// their own. Fields drop in order: the replicas before what they use.
+struct FlakyPair {
+    a: Replica,
+    b: Replica,
+    vhost: Vhost,
+    manifest: String,
+    _db: Database,
+    _work: tempfile::TempDir,
+}
+
+impl FlakyPair {
+    /// With `extra` flags; `None` when the test is to be skipped.
+    fn start(extra: &[&str]) -> Option<FlakyPair> {
+        let db = Database::fresh()?;
+        let vhost = Vhost::fresh()?;
+        let work = data_dir();
+        let manifest = flaky_manifest(work.path()).to_str().unwrap().to_string();
+        let mut args = vec!["--manifest", manifest.as_str()];
+        args.extend_from_slice(extra);
+        let (a, b) = start_pair(&db.url, &vhost.url, work.path(), &args);
+        Some(FlakyPair {
+            a,
+            b,
+            vhost,
+            manifest,
+            _db: db,
+            _work: work,
+        })
+    }
+}
+
 /// What the flaky subscriber counted: deliveries (every run), events
 /// applied, and applications in all (more than events if one was applied
 /// twice).
@@ -157,21 +189,10 @@ fn a_user_deleted_through_one_replica_has_their_orders_cancelled_once() {
 #[test]
 fn a_subscriber_that_fails_twice_gets_three_deliveries_and_one_effect() {
     const EVENTS: u64 = 10;
-    let Some(db) = Database::fresh() else { return };
-    let Some(vhost) = Vhost::fresh() else { return };
-    let work = data_dir();
-    let manifest = flaky_manifest(work.path());
-    let (a, b) = start_pair(
-        &db.url,
-        &vhost.url,
-        work.path(),
-        &[
-            "--manifest",
-            manifest.to_str().unwrap(),
-            "--event-backoff-ms",
-            "20",
-        ],
-    );
+    let Some(pair) = FlakyPair::start(&["--event-backoff-ms", "20"]) else {
+        return;
+    };
+    let (a, b) = (&pair.a, &pair.b);
     for i in 0..EVENTS {
         publish([a.addr(), b.addr()][i as usize % 2], "flaky.twice").unwrap();
     }
@@ -208,24 +229,11 @@ fn a_subscriber_that_fails_twice_gets_three_deliveries_and_one_effect() {
 
 #[test]
 fn a_dead_lettered_event_is_applied_once_when_retried_after_a_fix() {
-    let Some(db) = Database::fresh() else { return };
-    let Some(vhost) = Vhost::fresh() else { return };
-    let work = data_dir();
-    let manifest = flaky_manifest(work.path());
-    let manifest = manifest.to_str().unwrap();
-    let (a, b) = start_pair(
-        &db.url,
-        &vhost.url,
-        work.path(),
-        &[
-            "--manifest",
-            manifest,
-            "--event-backoff-ms",
-            "20",
-            "--event-max-attempts",
-            "3",
-        ],
-    );
+    let Some(pair) = FlakyPair::start(&["--event-backoff-ms", "20", "--event-max-attempts", "3"])
+    else {
+        return;
+    };
+    let (a, b, vhost, manifest) = (&pair.a, &pair.b, &pair.vhost, pair.manifest.as_str());
     publish(a.addr(), "flaky.never").unwrap();
     publish(b.addr(), "flaky.never").unwrap();
     let dead = eventually(Duration::from_secs(30), || {
@@ -332,30 +340,18 @@ fn a_dead_lettered_event_is_applied_once_when_retried_after_a_fix() {
 #[test]
 fn events_are_applied_exactly_once_when_the_consuming_replica_is_killed() {
     const EVENTS: usize = 300;
-    let Some(db) = Database::fresh() else { return };
-    let Some(vhost) = Vhost::fresh() else { return };
-    let work = data_dir();
-    let manifest = flaky_manifest(work.path());
-    let (a, b) = start_pair(
-        &db.url,
-        &vhost.url,
-        work.path(),
-        &[
-            "--manifest",
-            manifest.to_str().unwrap(),
-            "--event-max-attempts",
-            "50",
-            "--event-backoff-ms",
-            "20",
-        ],
-    );
+    let Some(mut pair) =
+        FlakyPair::start(&["--event-max-attempts", "50", "--event-backoff-ms", "20"])
+    else {
+        return;
+    };
+    let (a, b) = (pair.a.addr(), pair.b.addr());
     // Published through A only, steadily, while both consume; B is killed
     // in the middle, holding events: the broker hands those it had not
     // acknowledged to A.
-    let a_addr = a.addr();
     let publisher = std::thread::spawn(move || {
         for n in 0..EVENTS {
-            if let Err(e) = publish(a_addr, "flaky.ok") {
+            if let Err(e) = publish(a, "flaky.ok") {
                 return Err(format!("publish {n}: {e}"));
             }
         }
@@ -363,7 +359,7 @@ fn events_are_applied_exactly_once_when_the_consuming_replica_is_killed() {
     });
     eventually(Duration::from_secs(20), || {
         (metric(
-            b.addr(),
+            b,
             "berth_event_deliveries_total",
             &["outcome=\"delivered\""],
         ) >= 30)
@@ -371,34 +367,30 @@ fn events_are_applied_exactly_once_when_the_consuming_replica_is_killed() {
     })
     .expect("B applied events before the kill");
     let b_applied = metric(
-        b.addr(),
+        b,
         "berth_event_deliveries_total",
         &["outcome=\"delivered\""],
     );
-    let Replica { berth: b_berth, .. } = b;
-    b_berth.kill();
+    // SIGKILL, as a crash would.
+    let _ = pair.b.berth.child.kill();
+    let _ = pair.b.berth.child.wait();
     let published = publisher
         .join()
         .expect("the publisher")
         .expect("every publish accepted");
     eventually(Duration::from_secs(60), || {
-        (flaky_state(a.addr()).events == EVENTS as u64).then_some(())
+        (flaky_state(a).events == EVENTS as u64).then_some(())
     })
-    .unwrap_or_else(|| {
-        panic!(
-            "not every event applied after B died: {:?}",
-            flaky_state(a.addr())
-        )
-    });
+    .unwrap_or_else(|| panic!("not every event applied after B died: {:?}", flaky_state(a)));
     std::thread::sleep(Duration::from_millis(500));
-    let state = flaky_state(a.addr());
+    let state = flaky_state(a);
     let a_applied = metric(
-        a.addr(),
+        a,
         "berth_event_deliveries_total",
         &["outcome=\"delivered\""],
     );
     let duplicates = metric(
-        a.addr(),
+        a,
         "berth_event_deliveries_total",
         &["outcome=\"duplicate\""],
     );

@@ -261,15 +261,21 @@ stop() {
     stop_epmd
 }
 
+# Make the node in DIR the one `ctl` talks to, from a directory its user
+# can enter.
+attach() {
+    bin=$(bindir) || die "RabbitMQ's binaries (rabbitmq-server, rabbitmqctl) were not found"
+    load "$(cd "$1" && pwd)"
+    cd "$1"
+}
+
 # A virtual host NAME on the running node in DIR, on which the node's user
 # may do everything; prints its URL. Tests running side by side each take
 # one, so they never share a queue.
 vhost() {
-    local dir=$1 name=$2
-    bin=$(bindir) || die "RabbitMQ's binaries (rabbitmq-server, rabbitmqctl) were not found"
-    dir=$(cd "$dir" && pwd)
-    load "$dir"
-    cd "$dir"
+    local dir name=$2
+    dir=$(cd "$1" && pwd)
+    attach "$dir"
     ctl add_vhost "$name" >/dev/null
     ctl set_permissions -p "$name" berth '.*' '.*' '.*' >/dev/null
     sed "s#/[^/]*\$#/$name#" "$dir/url"
@@ -277,23 +283,17 @@ vhost() {
 
 # Delete the virtual host NAME, with its queues and messages.
 drop_vhost() {
-    local dir=$1 name=$2
-    bin=$(bindir) || die "RabbitMQ's binaries (rabbitmq-server, rabbitmqctl) were not found"
-    dir=$(cd "$dir" && pwd)
-    load "$dir"
-    cd "$dir"
+    local dir name=$2
+    dir=$(cd "$1" && pwd)
+    attach "$dir"
     ctl delete_vhost "$name" >/dev/null
 }
 
 # rabbitmqctl ARGS... on the running node in DIR (a test reads the
 # topology berth declared with `list_bindings`, `list_queues`).
 node_ctl() {
-    local dir=$1
+    attach "$1"
     shift
-    bin=$(bindir) || die "RabbitMQ's binaries (rabbitmq-server, rabbitmqctl) were not found"
-    dir=$(cd "$dir" && pwd)
-    load "$dir"
-    cd "$dir"
     ctl "$@"
 }
 

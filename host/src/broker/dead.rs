@@ -25,13 +25,7 @@ pub async fn list(broker: &Broker, components: &[String]) -> anyhow::Result<Vec<
     for component in components {
         let channel = connection.create_channel().await?;
         while dead.len() < MAX_LISTED {
-            let Some(message) = channel
-                .basic_get(
-                    topology::dead_queue(component).into(),
-                    BasicGetOptions { no_ack: false },
-                )
-                .await?
-            else {
+            let Some(message) = take(&channel, component).await? else {
                 break;
             };
             let event = EventMessage::decode(&message.properties, &message.data)
@@ -57,13 +51,7 @@ pub async fn retry(broker: &Broker, component: &str, event_id: &str) -> anyhow::
     // Every message looked at stays unacknowledged, so the channel's
     // prefetch is no limit: basic.get ignores it.
     for _ in 0..MAX_LISTED {
-        let Some(message) = channel
-            .basic_get(
-                topology::dead_queue(component).into(),
-                BasicGetOptions { no_ack: false },
-            )
-            .await?
-        else {
+        let Some(message) = take(&channel, component).await? else {
             break;
         };
         let Ok(event) = EventMessage::decode(&message.properties, &message.data) else {
@@ -102,6 +90,20 @@ pub async fn retry(broker: &Broker, component: &str, event_id: &str) -> anyhow::
     channel.close(200, "retried".into()).await?;
     let _ = connection.close(200, "done".into()).await;
     Ok(found)
+}
+
+/// The next message of `component`'s dead-letter queue, taken without
+/// acknowledging it: it goes back when the channel closes.
+async fn take(
+    channel: &lapin::Channel,
+    component: &str,
+) -> lapin::Result<Option<lapin::message::BasicGetMessage>> {
+    channel
+        .basic_get(
+            topology::dead_queue(component).into(),
+            BasicGetOptions { no_ack: false },
+        )
+        .await
 }
 
 /// What a listing shows of a message berth cannot read.
