@@ -224,7 +224,7 @@ fn a_subscriber_that_fails_twice_gets_three_deliveries_and_one_effect() {
         }
     );
     assert_eq!(retried, 2 * EVENTS, "two retries per event");
-    assert!(admin_dead_letters(&a).is_empty());
+    assert!(admin_dead_letters(a).is_empty());
 }
 
 #[test]
@@ -237,7 +237,7 @@ fn a_dead_lettered_event_is_applied_once_when_retried_after_a_fix() {
     publish(a.addr(), "flaky.never").unwrap();
     publish(b.addr(), "flaky.never").unwrap();
     let dead = eventually(Duration::from_secs(30), || {
-        let dead = admin_dead_letters(&b);
+        let dead = admin_dead_letters(b);
         (dead.len() == 2).then_some(dead)
     })
     .expect("two dead letters within 30 s");
@@ -334,7 +334,7 @@ fn a_dead_lettered_event_is_applied_once_when_retried_after_a_fix() {
             effects: 2
         }
     );
-    assert!(admin_dead_letters(&a).is_empty());
+    assert!(admin_dead_letters(a).is_empty());
 }
 
 #[test]
