@@ -1,6 +1,7 @@
 //! Services that talk: orders calls users, users publishes `user.deleted`,
 //! orders cancels the user's pending orders, at least once, across crashes.
 
+use crate::rabbitmq::Transport;
 use crate::support::{BERTH, Berth, Reply, data_dir, eventually, write_file};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -31,8 +32,19 @@ fn statuses(reply: &Reply) -> Vec<(u64, String)> {
 
 #[test]
 fn deleting_a_user_cancels_their_pending_orders() {
+    cancels_pending_orders(&Transport::InProcess);
+}
+
+#[test]
+fn deleting_a_user_cancels_their_pending_orders_through_a_broker() {
+    if let Some(transport) = Transport::broker() {
+        cancels_pending_orders(&transport);
+    }
+}
+
+fn cancels_pending_orders(transport: &Transport) {
     let dir = data_dir();
-    let berth = Berth::start(dir.path());
+    let berth = Berth::start_with(dir.path(), &transport.serve_args());
     let ann = berth.post("/users", r#"{"name":"Ann"}"#).json()["id"]
         .as_u64()
         .unwrap();
@@ -143,7 +155,7 @@ fn calls_and_publishes_need_a_grant() {
 }
 
 /// Serve the flaky subscriber with fast retries.
-fn start_flaky(dir: &Path, max_attempts: u32) -> Berth {
+fn start_flaky(dir: &Path, max_attempts: u32, transport: &Transport) -> Berth {
     let manifest = write_file(
         dir,
         "berth.toml",
@@ -153,17 +165,17 @@ fn start_flaky(dir: &Path, max_attempts: u32) -> Berth {
             guest("flaky")
         ),
     );
-    Berth::start_with(
-        &dir.join("data"),
-        &[
-            "--manifest",
-            manifest.to_str().unwrap(),
-            "--event-backoff-ms",
-            "20",
-            "--event-max-attempts",
-            &max_attempts.to_string(),
-        ],
-    )
+    let max_attempts = max_attempts.to_string();
+    let mut args = vec![
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--event-backoff-ms",
+        "20",
+        "--event-max-attempts",
+        &max_attempts,
+    ];
+    args.extend(transport.serve_args());
+    Berth::start_with(&dir.join("data"), &args)
 }
 
 fn flaky_state(berth: &Berth) -> (u64, u64) {
@@ -176,8 +188,19 @@ fn flaky_state(berth: &Berth) -> (u64, u64) {
 
 #[test]
 fn a_subscriber_that_fails_twice_has_its_effect_applied_once() {
+    fails_twice(&Transport::InProcess);
+}
+
+#[test]
+fn a_subscriber_that_fails_twice_has_its_effect_applied_once_through_a_broker() {
+    if let Some(transport) = Transport::broker() {
+        fails_twice(&transport);
+    }
+}
+
+fn fails_twice(transport: &Transport) {
     let dir = data_dir();
-    let berth = start_flaky(dir.path(), 5);
+    let berth = start_flaky(dir.path(), 5, transport);
     assert_eq!(
         berth
             .request("POST", "/flaky/publish/flaky.twice", &[], b"")
@@ -191,13 +214,16 @@ fn a_subscriber_that_fails_twice_has_its_effect_applied_once() {
     // Give any stray redelivery time to show up before checking the counts.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(flaky_state(&berth), (3, 1), "(deliveries, effects)");
-    assert!(dead_letters(&dir.path().join("data")).is_empty());
+    assert!(dead_letters(dir.path(), transport).is_empty());
 }
 
-fn dead_letters(data: &Path) -> Vec<Value> {
+/// `berth dead-letters list` for the flaky server in `dir`.
+fn dead_letters(dir: &Path, transport: &Transport) -> Vec<Value> {
+    let data = dir.join("data");
+    let manifest = dir.join("berth.toml");
     let output = Command::new(BERTH)
-        .args(["dead-letters", "list", "--data"])
-        .arg(data)
+        .args(["dead-letters", "list"])
+        .args(transport.dead_letter_args(&data, &manifest))
         .output()
         .unwrap();
     assert!(
@@ -214,9 +240,21 @@ fn dead_letters(data: &Path) -> Vec<Value> {
 
 #[test]
 fn a_subscriber_that_always_fails_is_dead_lettered_and_can_be_retried() {
+    dead_lettered_and_retried(&Transport::InProcess);
+}
+
+#[test]
+fn a_subscriber_that_always_fails_is_dead_lettered_and_can_be_retried_through_a_broker() {
+    if let Some(transport) = Transport::broker() {
+        dead_lettered_and_retried(&transport);
+    }
+}
+
+fn dead_lettered_and_retried(transport: &Transport) {
     let dir = data_dir();
     let data = dir.path().join("data");
-    let berth = start_flaky(dir.path(), 3);
+    let manifest = dir.path().join("berth.toml");
+    let berth = start_flaky(dir.path(), 3, transport);
     assert_eq!(
         berth
             .request("POST", "/flaky/publish/flaky.never", &[], b"")
@@ -224,7 +262,7 @@ fn a_subscriber_that_always_fails_is_dead_lettered_and_can_be_retried() {
         202
     );
     let dead = eventually(Duration::from_secs(20), || {
-        let dead = dead_letters(&data);
+        let dead = dead_letters(dir.path(), transport);
         (!dead.is_empty()).then_some(dead)
     })
     .expect("the event was never dead-lettered");
@@ -235,10 +273,14 @@ fn a_subscriber_that_always_fails_is_dead_lettered_and_can_be_retried() {
     assert_eq!(dead[0]["last_error"], "never");
     assert_eq!(flaky_state(&berth), (3, 0));
 
-    let id = dead[0]["id"].as_i64().unwrap().to_string();
+    // A number for the store's dead letters, COMPONENT/EVENT-ID for the broker's.
+    let id = match &dead[0]["id"] {
+        Value::String(id) => id.clone(),
+        id => id.to_string(),
+    };
     let retried = Command::new(BERTH)
-        .args(["dead-letters", "retry", &id, "--data"])
-        .arg(&data)
+        .args(["dead-letters", "retry", &id])
+        .args(transport.dead_letter_args(&data, &manifest))
         .output()
         .unwrap();
     assert!(
@@ -251,7 +293,7 @@ fn a_subscriber_that_always_fails_is_dead_lettered_and_can_be_retried() {
     })
     .expect("the retried event was not delivered again");
     let dead = eventually(Duration::from_secs(20), || {
-        let dead = dead_letters(&data);
+        let dead = dead_letters(dir.path(), transport);
         (dead.len() == 1 && dead[0]["attempts"] == 3).then_some(dead)
     });
     assert!(
@@ -259,20 +301,44 @@ fn a_subscriber_that_always_fails_is_dead_lettered_and_can_be_retried() {
         "the retried event did not return to the dead letters"
     );
 
+    let unknown = transport.unknown_dead_letter();
     let missing = Command::new(BERTH)
-        .args(["dead-letters", "retry", "999999", "--data"])
-        .arg(&data)
+        .args(["dead-letters", "retry", unknown])
+        .args(transport.dead_letter_args(&data, &manifest))
         .output()
         .unwrap();
     assert!(!missing.status.success());
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("no dead letter has id 999999"));
+    let said = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        said.contains(&format!("no dead letter has id {unknown}")),
+        "{said}"
+    );
 }
 
 #[test]
 fn an_event_acknowledged_before_a_crash_is_delivered_after_restart() {
     let dir = data_dir();
-    // Deliveries are polled once a minute here, so none happens before the kill.
-    let berth = Berth::start_with(dir.path(), &["--event-poll-ms", "60000"]);
+    // Deliveries run one at a time, and `flaky.slow` takes five seconds: the
+    // user.deleted event committed behind it waits until after the kill.
+    let manifest = write_file(
+        dir.path(),
+        "berth.toml",
+        &format!(
+            "[components.users]\nwasm = \"builtin:users\"\nroutes = [\"/users\"]\npublishes = [\"user.deleted\"]\n\n\
+             [components.orders]\nwasm = \"builtin:orders\"\nroutes = [\"/orders\"]\ncalls = [\"users\"]\nsubscribes = [\"user.deleted\"]\n\n\
+             [components.flaky]\nwasm = {:?}\nroutes = [\"/flaky\"]\npublishes = [\"flaky.slow\"]\nsubscribes = [\"flaky.slow\"]\n",
+            guest("flaky")
+        ),
+    );
+    let data = dir.path().join("data");
+    let args = ["--manifest", manifest.to_str().unwrap()];
+    let berth = Berth::start_with(&data, &args);
+    assert_eq!(
+        berth
+            .request("POST", "/flaky/publish/flaky.slow", &[], b"")
+            .status,
+        202
+    );
     let ann = berth.post("/users", r#"{"name":"Ann"}"#).json()["id"]
         .as_u64()
         .unwrap();
@@ -288,7 +354,7 @@ fn an_event_acknowledged_before_a_crash_is_delivered_after_restart() {
     );
     berth.kill();
 
-    let berth = Berth::start(dir.path());
+    let berth = Berth::start_with(&data, &args);
     let status = eventually(Duration::from_secs(20), || {
         let status = berth.get(&format!("/orders/{order}")).json()["status"].clone();
         (status == json!("cancelled")).then_some(status)

@@ -316,3 +316,52 @@ pub fn metric(addr: SocketAddr, family: &str, labels: &[&str]) -> u64 {
         .map(|value| value as u64)
         .sum()
 }
+
+/// How events travel in a test: delivered by the process itself, or
+/// through a RabbitMQ vhost of the test's own (`--broker`). The event tests
+/// run both ways, so the two transports keep the same guarantees.
+pub enum Transport {
+    InProcess,
+    Broker(Vhost),
+}
+
+impl Transport {
+    /// Through a fresh vhost; `None` when broker tests are to be skipped.
+    pub fn broker() -> Option<Transport> {
+        Vhost::fresh().map(Transport::Broker)
+    }
+
+    /// `berth serve` flags for this transport.
+    pub fn serve_args(&self) -> Vec<&str> {
+        match self {
+            Transport::InProcess => vec![],
+            Transport::Broker(vhost) => vec!["--broker", &vhost.url],
+        }
+    }
+
+    /// `berth dead-letters` flags naming where the dead letters are: the
+    /// store in `data`, or the broker's queues of `manifest`'s subscribers.
+    pub fn dead_letter_args<'a>(
+        &'a self,
+        data: &'a Path,
+        manifest: &'a Path,
+    ) -> Vec<&'a std::ffi::OsStr> {
+        match self {
+            Transport::InProcess => vec!["--data".as_ref(), data.as_os_str()],
+            Transport::Broker(vhost) => vec![
+                "--broker".as_ref(),
+                vhost.url.as_ref(),
+                "--manifest".as_ref(),
+                manifest.as_os_str(),
+            ],
+        }
+    }
+
+    /// A well-formed dead letter id that names none.
+    pub fn unknown_dead_letter(&self) -> &'static str {
+        match self {
+            Transport::InProcess => "999999",
+            Transport::Broker(_) => "flaky/evt-unknown",
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! user is deleted never stays pending, and of two concurrent deletes of a
 //! user only one succeeds and publishes `user.deleted`.
 
+use crate::rabbitmq::Transport;
 use crate::store_support::created_id;
 use crate::support::{Berth, data_dir, eventually, request_at};
 use std::net::SocketAddr;
@@ -17,11 +18,24 @@ fn order_status(addr: SocketAddr, id: u64) -> String {
 
 #[test]
 fn an_order_racing_its_users_deletion_never_stays_pending() {
+    order_racing_deletion(&Transport::InProcess);
+}
+
+#[test]
+fn an_order_racing_its_users_deletion_never_stays_pending_through_a_broker() {
+    if let Some(transport) = Transport::broker() {
+        order_racing_deletion(&transport);
+    }
+}
+
+fn order_racing_deletion(transport: &Transport) {
     const ROUNDS: usize = 150;
     let dir = data_dir();
     // Deliveries start within a millisecond, so the `user.deleted` handler
     // often runs between the order's check of the user and its commit.
-    let berth = Berth::start_with(dir.path(), &["--event-poll-ms", "1"]);
+    let mut args = vec!["--event-poll-ms", "1"];
+    args.extend(transport.serve_args());
+    let berth = Berth::start_with(dir.path(), &args);
     let addr = berth.addr;
     let mut orders = Vec::new();
     for _ in 0..ROUNDS {
@@ -83,9 +97,22 @@ fn metric(addr: SocketAddr, family: &str, labels: &[&str]) -> u64 {
 
 #[test]
 fn of_two_concurrent_deletes_of_a_user_exactly_one_succeeds() {
+    concurrent_deletes(&Transport::InProcess);
+}
+
+#[test]
+fn of_two_concurrent_deletes_of_a_user_exactly_one_succeeds_through_a_broker() {
+    if let Some(transport) = Transport::broker() {
+        concurrent_deletes(&transport);
+    }
+}
+
+fn concurrent_deletes(transport: &Transport) {
     const ROUNDS: usize = 100;
     let dir = data_dir();
-    let berth = Berth::start_with(dir.path(), &["--event-poll-ms", "1"]);
+    let mut args = vec!["--event-poll-ms", "1"];
+    args.extend(transport.serve_args());
+    let berth = Berth::start_with(dir.path(), &args);
     let addr = berth.addr;
     let mut doubles = 0;
     for round in 0..ROUNDS {

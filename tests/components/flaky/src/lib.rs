@@ -1,6 +1,7 @@
 //! A test-only subscriber. `POST /flaky/publish/TOPIC` publishes an event;
 //! on `flaky.twice` the handler refuses the first two deliveries and applies
-//! its effect on the third, on `flaky.never` it always refuses. `GET
+//! its effect on the third, on `flaky.never` it always refuses, on
+//! `flaky.slow` it takes five seconds and applies nothing. `GET
 //! /flaky/state` shows how many deliveries arrived and how many effects
 //! were applied, so a test can check "exactly once".
 //!

@@ -45,6 +45,17 @@ impl Subscriber for Flaky {
                 Err(format!("not yet (attempt {})", event.attempt))
             }
             "flaky.never" if !FIXED => Err("never".to_string()),
+            "flaky.slow" => {
+                // Holds the in-process delivery worker (which delivers one
+                // event at a time) for five seconds, so a test can crash the
+                // host while later events wait. Busy, not sleeping: the
+                // guest has no timer to wait on.
+                let started = std::time::Instant::now();
+                while started.elapsed() < std::time::Duration::from_secs(5) {
+                    std::hint::spin_loop();
+                }
+                Ok(())
+            }
             _ => {
                 // The effect: one more application of this event, a
                 // buffered write committed with the acknowledgement. The
