@@ -183,6 +183,8 @@ struct ServeArgs {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1000))]
     event_prefetch: u16,
     /// Milliseconds between looks for due deliveries when the queue is idle.
+    /// A request that publishes wakes delivery at once; the poll finds
+    /// retries that fall due, and events committed by other replicas.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     event_poll_ms: u64,
     /// Watch each component's wasm file and hot-swap a new build in once it
