@@ -676,6 +676,17 @@ fn the_topology_follows_the_manifest() {
         })
         .expect("connected to the broker");
     };
+    // Before any server declared its queues, there are no dead letters
+    // (rather than an error about a missing queue).
+    let listed = cli(&[
+        "dead-letters",
+        "list",
+        "--broker",
+        &vhost.url,
+        "--manifest",
+        manifest.to_str().unwrap(),
+    ]);
+    assert_eq!(serde_json::from_str::<Value>(&listed).unwrap(), json!([]));
     let berth = serve(&manifest);
     connected(&berth);
     let queue = |topic: &str| ("berth.flaky".to_string(), topic.to_string());

@@ -32,8 +32,11 @@ pub async fn list(broker: &Broker, components: &[String]) -> anyhow::Result<Vec<
                 .unwrap_or_else(|why| unreadable(&message.data, &why));
             dead.push(event.delivery(component));
         }
-        // Unacknowledged: closing hands every message back, in order.
-        channel.close(200, "listed".into()).await?;
+        // Unacknowledged: closing hands every message back, in order. (A
+        // channel the broker closed over a missing queue is closed already.)
+        if channel.status().connected() {
+            channel.close(200, "listed".into()).await?;
+        }
     }
     let _ = connection.close(200, "done".into()).await;
     Ok(dead)
@@ -87,23 +90,44 @@ pub async fn retry(broker: &Broker, component: &str, event_id: &str) -> anyhow::
         found = true;
         break;
     }
-    channel.close(200, "retried".into()).await?;
+    if channel.status().connected() {
+        channel.close(200, "retried".into()).await?;
+    }
     let _ = connection.close(200, "done".into()).await;
     Ok(found)
 }
 
 /// The next message of `component`'s dead-letter queue, taken without
-/// acknowledging it: it goes back when the channel closes.
+/// acknowledging it: it goes back when the channel closes. A queue that
+/// does not exist yet (no server has declared it) holds nothing; the broker
+/// closes the channel over it, which ends the caller's loop on this
+/// component too.
 async fn take(
     channel: &lapin::Channel,
     component: &str,
 ) -> lapin::Result<Option<lapin::message::BasicGetMessage>> {
-    channel
+    let taken = channel
         .basic_get(
             topology::dead_queue(component).into(),
             BasicGetOptions { no_ack: false },
         )
-        .await
+        .await;
+    match taken {
+        Err(e) if not_found(&e) => Ok(None),
+        other => other,
+    }
+}
+
+/// Whether the broker answered that the queue does not exist.
+fn not_found(e: &lapin::Error) -> bool {
+    matches!(
+        e.kind(),
+        lapin::ErrorKind::ProtocolError(amqp)
+            if matches!(
+                amqp.kind(),
+                lapin::protocol::AMQPErrorKind::Soft(lapin::protocol::AMQPSoftError::NOTFOUND)
+            )
+    )
 }
 
 /// What a listing shows of a message berth cannot read.
