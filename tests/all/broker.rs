@@ -99,6 +99,27 @@ fn flaky_state(addr: SocketAddr) -> FlakyState {
     }
 }
 
+/// Wait up to `limit` until `waiter` has applied `events` events, give a
+/// stray redelivery half a second to show, then read the counts through
+/// `reader` (the other replica, or the same one). `what` names the wait in
+/// the failure message.
+fn applied_then_settled(
+    waiter: SocketAddr,
+    reader: SocketAddr,
+    events: u64,
+    limit: Duration,
+    what: &str,
+) -> FlakyState {
+    eventually(limit, || {
+        (flaky_state(waiter).events == events).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{what}: {:?}", flaky_state(waiter)));
+    // Not a readiness wait: a duplicate would arrive after the last
+    // original, and this is the window in which the counts would show it.
+    std::thread::sleep(Duration::from_millis(500));
+    flaky_state(reader)
+}
+
 fn publish(addr: SocketAddr, topic: &str) -> Result<(), String> {
     match try_post(addr, &format!("/flaky/publish/{topic}"), "") {
         Ok(r) if r.status == 202 => Ok(()),
@@ -196,12 +217,13 @@ fn a_subscriber_that_fails_twice_gets_three_deliveries_and_one_effect() {
     for i in 0..EVENTS {
         publish([a.addr(), b.addr()][i as usize % 2], "flaky.twice").unwrap();
     }
-    eventually(Duration::from_secs(30), || {
-        (flaky_state(a.addr()).events == EVENTS).then_some(())
-    })
-    .unwrap_or_else(|| panic!("not every event applied: {:?}", flaky_state(a.addr())));
-    std::thread::sleep(Duration::from_millis(500));
-    let state = flaky_state(b.addr());
+    let state = applied_then_settled(
+        a.addr(),
+        b.addr(),
+        EVENTS,
+        Duration::from_secs(30),
+        "not every event applied",
+    );
     let addrs = [a.addr(), b.addr()];
     let retried = total(
         &addrs,
@@ -308,17 +330,13 @@ fn a_dead_lettered_event_is_applied_once_when_retried_after_a_fix() {
     let again = b.admin("POST", &format!("/dead-letters/{first}/retry"), b"");
     assert_eq!(again.status, 404, "{}", body_text(&again));
 
-    eventually(Duration::from_secs(30), || {
-        (flaky_state(a.addr()).events == 2).then_some(())
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "the retried events were not applied: {:?}",
-            flaky_state(a.addr())
-        )
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    let state = flaky_state(b.addr());
+    let state = applied_then_settled(
+        a.addr(),
+        b.addr(),
+        2,
+        Duration::from_secs(30),
+        "the retried events were not applied",
+    );
     eprintln!(
         "counts: published 2, dead-lettered 2 after 3 attempts each, retried 2, deliveries {}, applied {}, duplicated effects {}, lost {}",
         state.deliveries,
@@ -378,12 +396,13 @@ fn events_are_applied_exactly_once_when_the_consuming_replica_is_killed() {
         .join()
         .expect("the publisher")
         .expect("every publish accepted");
-    eventually(Duration::from_secs(60), || {
-        (flaky_state(a).events == EVENTS as u64).then_some(())
-    })
-    .unwrap_or_else(|| panic!("not every event applied after B died: {:?}", flaky_state(a)));
-    std::thread::sleep(Duration::from_millis(500));
-    let state = flaky_state(a);
+    let state = applied_then_settled(
+        a,
+        a,
+        EVENTS as u64,
+        Duration::from_secs(60),
+        "not every event applied after B died",
+    );
     let a_applied = metric(
         a,
         "berth_event_deliveries_total",
@@ -459,17 +478,13 @@ fn writes_go_on_while_the_broker_is_down_and_their_events_flow_after() {
     })
     .expect("the outbox backlog shows the waiting events");
     broker.resume();
-    eventually(Duration::from_secs(60), || {
-        (flaky_state(a.addr()).events == (BEFORE + DURING) as u64).then_some(())
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "events did not flow after the broker came back: {:?}",
-            flaky_state(a.addr())
-        )
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    let state = flaky_state(b.addr());
+    let state = applied_then_settled(
+        a.addr(),
+        b.addr(),
+        (BEFORE + DURING) as u64,
+        Duration::from_secs(60),
+        "events did not flow after the broker came back",
+    );
     eprintln!(
         "counts: published {} ({DURING} while the broker was down, backlog seen {backlog}), applied {}, duplicated effects {}, lost {}, failed writes 0",
         BEFORE + DURING,

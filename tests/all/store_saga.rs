@@ -2,7 +2,7 @@
 //! user is deleted never stays pending, and of two concurrent deletes of a
 //! user only one succeeds and publishes `user.deleted`.
 
-use crate::rabbitmq::Transport;
+use crate::rabbitmq::{Transport, metric};
 use crate::store_support::created_id;
 use crate::support::{Berth, data_dir, eventually, request_at};
 use std::net::SocketAddr;
@@ -81,18 +81,6 @@ fn order_racing_deletion(transport: &Transport) {
         pending(),
         orders.len()
     );
-}
-
-/// The value of the counter line of `family` whose labels include all of `labels`.
-fn metric(addr: SocketAddr, family: &str, labels: &[&str]) -> u64 {
-    let reply = request_at(addr, "GET", "/metrics", &[], b"");
-    let text = String::from_utf8_lossy(&reply.body).into_owned();
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{family}{{")))
-        .filter(|l| labels.iter().all(|label| l.contains(label)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
 }
 
 #[test]
