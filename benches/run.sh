@@ -149,7 +149,7 @@ server_cmd() {
         # mq_start, on the embedded store both.
         berth-events) echo "$BERTH serve --listen 127.0.0.1:$2 --data $data $BERTH_ARGS" ;;
         berth-events-mq) echo "$BERTH serve --listen 127.0.0.1:$2 --data $data --broker $MQ_URL $BERTH_ARGS" ;;
-        berth-pg-serial) echo "$BERTH serve --listen 127.0.0.1:$2 --store $(pg_db "$2") --store-connections 1 --cache-dir $WORK/cache --manifest $WORK/berth.toml $BERTH_ARGS" ;;
+        berth-pg-serial) echo "$BERTH serve --listen 127.0.0.1:$2 --store $(pg_db "$2") --store-connections 1 --store-group 1 --cache-dir $WORK/cache --manifest $WORK/berth.toml $BERTH_ARGS" ;;
         native) echo "$NATIVE --listen 127.0.0.1:$2 --data $data" ;;
         native-serial) echo "$NATIVE --listen 127.0.0.1:$2 --data $data --commit serial" ;;
         wasmtime-serve) echo "$WASMTIME serve --addr 127.0.0.1:$2 -S cli $WASI_HTTP" ;;

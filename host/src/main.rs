@@ -96,6 +96,11 @@ struct StoreArgs {
     /// Most connections to the --store database from this process.
     #[arg(long, default_value_t = 16, value_parser = usize_in(1..=1000))]
     store_connections: usize,
+    /// Most concurrent requests' writes committed in one --store
+    /// transaction (group commit: they share its round trips and its
+    /// flush); 1 commits each request's writes on its own.
+    #[arg(long, default_value_t = berth::store::DEFAULT_MAX_GROUP, value_parser = usize_in(1..=1000))]
+    store_group: usize,
 }
 
 #[derive(clap::Args)]
@@ -555,7 +560,9 @@ async fn start_up(
             (store, cache_dir)
         }
         Some(url) => {
-            let store = connect(url, args.store.store_connections, startup).await?;
+            let store = connect(url, args.store.store_connections, startup)
+                .await?
+                .with_max_group(args.store.store_group);
             let cache_dir = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
             (Opened::Shared(Arc::new(store)), cache_dir)
         }

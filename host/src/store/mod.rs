@@ -16,7 +16,10 @@ pub mod versions;
 
 pub use lock::DataLock;
 pub use memory::{MemoryStore, MemoryVersions};
-pub use postgres::{ConnectError, DEFAULT_POOL_SIZE, PgVersions, PostgresStore, check_url, redact};
+pub use postgres::{
+    ConnectError, DEFAULT_MAX_GROUP, DEFAULT_POOL_SIZE, PgVersions, PostgresStore, check_url,
+    redact,
+};
 pub use sqlite::SqliteStore;
 use versions::SharedVersions;
 

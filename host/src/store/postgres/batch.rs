@@ -76,20 +76,11 @@ async fn apply_pipelined(
     ns: &str,
     batch: &WriteBatch,
 ) -> Result<Commit, tokio_postgres::Error> {
-    let lock = conn.prepare_cached(LOCK).await?;
-    let changed = conn.prepare_cached(CHANGED).await?;
-    let upsert = conn.prepare_cached(UPSERT).await?;
-    let delete = conn.prepare_cached(DELETE).await?;
-    let deliveries = conn.prepare_cached(DELIVERIES).await?;
-    let completed = conn.prepare_cached(COMPLETED).await?;
+    let st = Statements::prepare(conn).await?;
     let record_applied = conn.prepare_cached(RECORD_APPLIED).await?;
     let now = now_ms();
 
-    let locks: Vec<i64> = (batch.expects.keys().chain(batch.writes.keys()))
-        .map(|key| lock_id(ns, key))
-        .collect::<BTreeSet<i64>>()
-        .into_iter()
-        .collect();
+    let locks = locks(ns, batch);
     let expected_keys: Vec<&str> = batch.expects.keys().map(String::as_str).collect();
     let expected: Vec<Option<&[u8]>> = batch.expects.values().map(Option::as_deref).collect();
     // The record comes after the key locks in every transaction, and
@@ -97,9 +88,9 @@ async fn apply_pipelined(
     // other in opposite orders.
     let (_, _, first_changed, recorded) = tokio::try_join!(
         conn.batch_execute("BEGIN"),
-        async { conn.execute(&lock, &[&locks]).await },
+        async { conn.execute(&st.lock, &[&locks]).await },
         async {
-            conn.query_opt(&changed, &[&ns, &expected_keys, &expected])
+            conn.query_opt(&st.changed, &[&ns, &expected_keys, &expected])
                 .await
         },
         async {
@@ -130,8 +121,67 @@ async fn apply_pipelined(
             return Ok(Commit::AlreadyDelivered);
         }
     }
+    let mut steps = write_steps(conn, &st, ns, batch, now);
+    steps.push(Box::pin(async {
+        conn.batch_execute("COMMIT").await.map(|()| 0)
+    }));
+    // Polled in order, each step sends its statement on its first poll.
+    futures_util::future::try_join_all(steps).await?;
+    Ok(Commit::Done)
+}
 
-    // The writes, in chunks of at most UPSERT_CHUNK_BYTES of values.
+/// The statements every commit uses, prepared once per connection.
+pub(super) struct Statements {
+    pub(super) lock: tokio_postgres::Statement,
+    pub(super) changed: tokio_postgres::Statement,
+    upsert: tokio_postgres::Statement,
+    delete: tokio_postgres::Statement,
+    deliveries: tokio_postgres::Statement,
+    completed: tokio_postgres::Statement,
+}
+
+impl Statements {
+    /// Prepared on the first commit of a connection, then from its cache.
+    pub(super) async fn prepare(
+        conn: &deadpool_postgres::Client,
+    ) -> Result<Statements, tokio_postgres::Error> {
+        Ok(Statements {
+            lock: conn.prepare_cached(LOCK).await?,
+            changed: conn.prepare_cached(CHANGED).await?,
+            upsert: conn.prepare_cached(UPSERT).await?,
+            delete: conn.prepare_cached(DELETE).await?,
+            deliveries: conn.prepare_cached(DELIVERIES).await?,
+            completed: conn.prepare_cached(COMPLETED).await?,
+        })
+    }
+}
+
+/// The advisory locks of every key a batch reads or writes, ascending and
+/// without repeats.
+pub(super) fn locks(ns: &str, batch: &WriteBatch) -> Vec<i64> {
+    (batch.expects.keys().chain(batch.writes.keys()))
+        .map(|key| lock_id(ns, key))
+        .collect::<BTreeSet<i64>>()
+        .into_iter()
+        .collect()
+}
+
+/// One statement of a pipelined commit, sent when first polled.
+pub(super) type Step<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>,
+>;
+
+/// The statements that write `batch` into `ns`, once its locks are held
+/// and its preconditions checked: its values (in chunks of at most
+/// `UPSERT_CHUNK_BYTES`), its deletes, its outbox rows and the delivery it
+/// completes. Polled in order, they go out in one round trip.
+pub(super) fn write_steps<'a>(
+    conn: &'a deadpool_postgres::Client,
+    st: &'a Statements,
+    ns: &'a str,
+    batch: &'a WriteBatch,
+    now: i64,
+) -> Vec<Step<'a>> {
     let mut chunks: Vec<(Vec<&str>, Vec<&[u8]>)> = Vec::new();
     let mut deleted = Vec::new();
     let mut chunk_bytes = 0;
@@ -163,44 +213,34 @@ async fn apply_pipelined(
             }
         }
     }
-    let [ids, topics, payloads, sources, recipients] = &columns;
 
-    type Step<'a> = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>,
-    >;
-    let (upsert, delete, deliveries, completed) = (&upsert, &delete, &deliveries, &completed);
-    let (deleted, now) = (&deleted, &now);
-    let mut steps: Vec<Step<'_>> = Vec::new();
-    for (keys, values) in &chunks {
+    let mut steps: Vec<Step<'a>> = Vec::new();
+    for (keys, values) in chunks {
         steps.push(Box::pin(async move {
-            conn.execute(upsert, &[&ns, keys, values]).await
+            conn.execute(&st.upsert, &[&ns, &keys, &values]).await
         }));
     }
     if !deleted.is_empty() {
         steps.push(Box::pin(async move {
-            conn.execute(delete, &[&ns, deleted]).await
+            conn.execute(&st.delete, &[&ns, &deleted]).await
         }));
     }
-    if !ids.is_empty() {
+    if !columns[0].is_empty() {
         steps.push(Box::pin(async move {
+            let [ids, topics, payloads, sources, recipients] = &columns;
             conn.execute(
-                deliveries,
-                &[ids, topics, payloads, sources, recipients, now],
+                &st.deliveries,
+                &[ids, topics, payloads, sources, recipients, &now],
             )
             .await
         }));
     }
-    if let Some(id) = &batch.completes {
-        steps.push(Box::pin(
-            async move { conn.execute(completed, &[id]).await },
-        ));
+    if let Some(id) = batch.completes {
+        steps.push(Box::pin(async move {
+            conn.execute(&st.completed, &[&id]).await
+        }));
     }
-    steps.push(Box::pin(async {
-        conn.batch_execute("COMMIT").await.map(|()| 0)
-    }));
-    // Polled in order, each step sends its statement on its first poll.
-    futures_util::future::try_join_all(steps).await?;
-    Ok(Commit::Done)
+    steps
 }
 
 /// The advisory lock of one key: the first 8 bytes of SHA-256 of

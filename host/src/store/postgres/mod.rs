@@ -5,6 +5,7 @@
 
 mod batch;
 mod error;
+mod group;
 mod schema;
 #[cfg(test)]
 pub(crate) mod testdb;
@@ -32,6 +33,10 @@ use tokio_postgres::types::ToSql;
 /// Connections in the pool unless the caller says otherwise.
 pub const DEFAULT_POOL_SIZE: usize = 16;
 
+/// Most request batches committed in one transaction unless the caller
+/// says otherwise (see [`PostgresStore::with_max_group`]).
+pub const DEFAULT_MAX_GROUP: usize = 32;
+
 /// How long opening one connection may take, handshake included.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -53,6 +58,9 @@ pub struct PostgresStore {
     config: tokio_postgres::Config,
     /// Whether commits succeed, for `/readyz`.
     health: Health,
+    /// Request batches go through it, several to a transaction; `None`
+    /// commits each alone.
+    committer: Option<group::Committer>,
 }
 
 /// Check that `url` is a PostgreSQL URL the client can use, without
@@ -138,11 +146,27 @@ impl PostgresStore {
             )),
             MigrateError::Postgres(e) => classify(&e),
         })?;
+        let committer = group::Committer::start(
+            pool.clone(),
+            DEFAULT_MAX_GROUP,
+            group::groups_in_flight(pool_size),
+        );
         Ok(PostgresStore {
             pool,
             config,
             health: Health::default(),
+            committer: Some(committer),
         })
+    }
+
+    /// Commit at most `max_group` concurrent request batches in one
+    /// transaction (group commit; see `group.rs`); 1 commits each batch in
+    /// a transaction of its own.
+    pub fn with_max_group(mut self, max_group: usize) -> PostgresStore {
+        let in_flight = group::groups_in_flight(self.pool.status().max_size);
+        self.committer = (max_group > 1)
+            .then(|| group::Committer::start(self.pool.clone(), max_group, in_flight));
+        self
     }
 
     /// The pool every store operation draws from.
@@ -229,6 +253,43 @@ impl PostgresStore {
     fn wrote<T>(&self, outcome: Result<T, StoreError>) -> Result<T, StoreError> {
         self.record(outcome.as_ref().map(drop));
         outcome
+    }
+
+    /// One batch in a transaction of its own.
+    async fn commit_alone(&self, ns: &str, batch: WriteBatch) -> Result<Commit, StoreError> {
+        let mut conn = match self.conn().await {
+            Ok(conn) => conn,
+            Err(e) => return self.wrote(Err(e)),
+        };
+        // On a task of its own: a request dropped mid-commit (its client
+        // went away) must not return the connection to the pool in the
+        // middle of a transaction, nor leave a commit half-sent.
+        let applying = {
+            let ns = ns.to_string();
+            tokio::spawn(async move {
+                let applied = apply(&mut conn, &ns, &batch).await;
+                (applied, batch)
+            })
+        };
+        let (applied, batch) = match applying.await {
+            Ok(done) => done,
+            Err(e) => {
+                return self.wrote(Err(StoreError::Failed(format!(
+                    "the commit task failed: {e}"
+                ))));
+            }
+        };
+        match applied {
+            Ok(Commit::Done) => self.wrote(Ok(Commit::Done)),
+            Ok(refused) => Ok(refused),
+            // The database rolled the transaction back: nothing was written,
+            // and the caller runs the request again as for any conflict.
+            Err(e) if is_serialization_failure(&e) => {
+                let key = batch.expects.keys().chain(batch.writes.keys()).next();
+                Ok(Commit::Conflict(key.cloned().unwrap_or_default()))
+            }
+            Err(e) => self.wrote(Err(store_error(e))),
+        }
     }
 
     async fn try_increment(&self, ns: &str, key: &str, delta: i64) -> Result<i64, CounterError> {
@@ -399,38 +460,19 @@ impl Store for PostgresStore {
                 "the event id {event_id:?} contains U+0000, which PostgreSQL cannot store"
             )));
         }
-        let mut conn = match self.conn().await {
-            Ok(conn) => conn,
-            Err(e) => return self.wrote(Err(e)),
-        };
-        // On a task of its own: a request dropped mid-commit (its client
-        // went away) must not return the connection to the pool in the
-        // middle of a transaction, nor leave a commit half-sent.
-        let applying = {
-            let ns = ns.to_string();
-            tokio::spawn(async move {
-                let applied = apply(&mut conn, &ns, &batch).await;
-                (applied, batch)
-            })
-        };
-        let (applied, batch) = match applying.await {
-            Ok(done) => done,
-            Err(e) => {
-                return self.wrote(Err(StoreError::Failed(format!(
-                    "the commit task failed: {e}"
-                ))));
+        // Deliveries' acknowledgements check rows that a group's key locks
+        // do not cover: they commit alone.
+        let alone = batch.completes.is_some() || batch.applies.is_some();
+        match &self.committer {
+            Some(committer) if !alone => {
+                let outcome = committer.commit(ns, batch).await;
+                match outcome {
+                    Ok(Commit::Done) => self.wrote(Ok(Commit::Done)),
+                    Ok(refused) => Ok(refused),
+                    Err(e) => self.wrote(Err(e)),
+                }
             }
-        };
-        match applied {
-            Ok(Commit::Done) => self.wrote(Ok(Commit::Done)),
-            Ok(refused) => Ok(refused),
-            // The database rolled the transaction back: nothing was written,
-            // and the caller runs the request again as for any conflict.
-            Err(e) if is_serialization_failure(&e) => {
-                let key = batch.expects.keys().chain(batch.writes.keys()).next();
-                Ok(Commit::Conflict(key.cloned().unwrap_or_default()))
-            }
-            Err(e) => self.wrote(Err(store_error(e))),
+            _ => self.commit_alone(ns, batch).await,
         }
     }
 

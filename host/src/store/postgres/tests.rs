@@ -440,6 +440,89 @@ async fn concurrent_batches_over_shared_keys_never_deadlock() {
     .await;
 }
 
+/// A batch that inserts `key` (it must be absent) with `value`.
+fn insert(key: String, value: &str) -> WriteBatch {
+    let mut batch = WriteBatch::default();
+    batch.expects.insert(key.clone(), None);
+    batch.writes.insert(key, Some(value.as_bytes().to_vec()));
+    batch
+}
+
+/// Batches committed at the same moment share transactions, and each is
+/// still judged on its own: of two racing inserts of one key exactly one
+/// wins, a batch the database refuses fails alone, and every batch answered
+/// `Done` is there afterwards.
+#[tokio::test]
+async fn concurrent_batches_commit_in_groups_each_judged_alone() {
+    with_database(|url| async move {
+        // Two connections give one group in flight, so batches that arrive
+        // while it commits queue and form the next group.
+        let store = Arc::new(PostgresStore::connect(&url, 2).await.unwrap());
+        let mut batches = Vec::new();
+        for i in 0..40 {
+            batches.push(insert(format!("own{i}"), "v"));
+        }
+        for i in 0..10 {
+            batches.push(insert(format!("race{i}"), "a"));
+            batches.push(insert(format!("race{i}"), "b"));
+        }
+        // Longer than a PostgreSQL index entry may be, and random enough
+        // not to compress below it: the database refuses this batch.
+        let mut seed = 7u64;
+        let long: String = (0..8000)
+            .map(|_| {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                char::from(b'a' + u8::try_from((seed >> 33) % 26).unwrap())
+            })
+            .collect();
+        batches.push(insert(long.clone(), "x"));
+        let total = batches.len();
+        let tasks: Vec<_> = batches
+            .into_iter()
+            .map(|batch| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let key = batch.writes.keys().next().unwrap().clone();
+                    let value = batch.writes.values().next().unwrap().clone();
+                    (key, value, store.commit("g", batch).await)
+                })
+            })
+            .collect();
+        let mut winners = BTreeMap::new();
+        for task in tasks {
+            let (key, value, outcome) = task.await.unwrap();
+            match outcome {
+                Ok(Commit::Done) => {
+                    assert!(
+                        winners.insert(key.clone(), value).is_none(),
+                        "{key} won twice"
+                    );
+                }
+                Ok(Commit::Conflict(on)) => {
+                    assert!(key.starts_with("race"), "{key} lost a race it was not in");
+                    assert_eq!(on, key);
+                }
+                Ok(other) => panic!("{key}: {other:?}"),
+                Err(e) => {
+                    assert_eq!(key, long, "only the long key fails, not {key}: {e}");
+                    assert!(matches!(e, StoreError::Failed(_)), "{e}");
+                }
+            }
+        }
+        assert_eq!(winners.len(), 40 + 10, "{:?}", winners.keys());
+        for (key, value) in &winners {
+            assert_eq!(store.get("g", key).await.unwrap().as_ref(), value.as_ref());
+        }
+        assert_eq!(store.get("g", &long).await.unwrap(), None);
+        let groups = store.committer.as_ref().unwrap().groups();
+        assert!(
+            groups * 2 < u64::try_from(total).unwrap(),
+            "{total} batches took {groups} transactions: they were not grouped"
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_large_batch_commits_whole() {
     with_database(|url| async move {
