@@ -2,7 +2,10 @@
 
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "service",
+    // The larger world, so both exports have bindings; a component of the
+    // smaller `service` world links too, as exports are looked up one
+    // interface at a time.
+    world: "subscribing-service",
     // Exports are async so a guest runs as a future: its deadline can yield
     // to other requests on the same thread, and WASI's async host calls
     // never block inside the runtime. Of the imports, `call` is async since
@@ -23,4 +26,6 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::berth::service::types::{Header, Request, Response};
+/// What the host links components against: the imports both worlds share.
+pub use SubscribingService as Service;
 pub use self::exports::berth::service::subscriber::Event;

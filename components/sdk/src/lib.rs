@@ -13,7 +13,11 @@ pub mod store;
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "service",
+        // The larger world: `export!` fills its event handler with a stub
+        // (two worlds' bindings in one crate would define wit-bindgen's
+        // export macros twice). Components in other languages can target
+        // `service` and export no event handler at all.
+        world: "subscribing-service",
         pub_export_macro: true,
         export_macro_name: "__export_raw",
         default_bindings_module: "berth_sdk::bindings",
