@@ -365,17 +365,16 @@ async fn serve_http(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > config.max_body_bytes as u64) {
-        let mut response = error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!(
-                "request body exceeds the limit of {} bytes",
-                config.max_body_bytes
-            ),
-        );
-        response
-            .headers_mut()
-            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
-        return response;
+        // As for a whole body: refused before the guest runs, and the rest
+        // discarded (within bounds) so the client reads the 413.
+        let (parts, body) = req.into_parts();
+        let too_large = crate::body::BodyError::TooLarge {
+            max: config.max_body_bytes,
+            rest: Some(body),
+        };
+        return body_error(too_large, &parts.headers, |max| {
+            format!("request body exceeds the limit of {max} bytes")
+        });
     }
     let Ok(in_flight) = front.in_flight.clone().try_acquire_owned() else {
         return busy("the server is at its request limit; retry shortly");
