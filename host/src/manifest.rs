@@ -15,6 +15,9 @@
 //! routes = ["/hello"]
 //! strip_prefix = true                     # it sees `/` for `/hello`
 //! outbound = ["https://api.example.com", "http://127.0.0.1:*"]
+//!
+//! [components.hello.config]               # read through wasi:config
+//! greeting = "hello"
 //! ```
 
 use crate::wasi_http::outbound::Origin;
@@ -78,6 +81,8 @@ pub struct ComponentSpec {
     pub strip_prefix: bool,
     /// Origins a `wasi:http` component may send requests to.
     pub outbound: Vec<Origin>,
+    /// What a `wasi:http` component reads through `wasi:config/store`.
+    pub config: BTreeMap<String, String>,
 }
 
 /// Where a component's code comes from.
@@ -128,6 +133,10 @@ struct RawComponent {
     /// `["https://api.example.com", "http://127.0.0.1:*"]` (`*`: any port).
     #[serde(default)]
     outbound: Vec<String>,
+    /// `[components.NAME.config]`: string values a `wasi:http` component
+    /// reads through `wasi:config/store`, such as `greeting = "hello"`.
+    #[serde(default)]
+    config: BTreeMap<String, String>,
 }
 
 impl std::str::FromStr for Manifest {
@@ -196,6 +205,7 @@ impl std::str::FromStr for Manifest {
                     .map(|origin| Origin::parse(origin))
                     .collect::<Result<_, _>>()
                     .map_err(|e| anyhow::anyhow!("component `{name}`: {e}"))?,
+                config: raw.config,
             };
             for topic in spec.publishes.iter().chain(&spec.subscribes) {
                 if let Err(e) = crate::capabilities::services::check_topic(topic) {
@@ -330,7 +340,7 @@ mod tests {
     fn unknown_fields_are_rejected() {
         check_err(
             "[components.a]\nwasm = \"a.wasm\"\nroutes = [\"/a\"]\nroute = \"/b\"\n",
-            "unknown field `route`, expected one of `wasm`, `routes`, `timeout_ms`, `max_memory_mb`, `max_concurrency`, `calls`, `publishes`, `subscribes`, `strip_prefix`, `outbound`",
+            "unknown field `route`, expected one of `wasm`, `routes`, `timeout_ms`, `max_memory_mb`, `max_concurrency`, `calls`, `publishes`, `subscribes`, `strip_prefix`, `outbound`, `config`",
         );
         check_err(
             "colour = 1\n",
@@ -463,6 +473,19 @@ mod tests {
             vec!["https://api.example.com:443", "http://127.0.0.1:*"]
         );
         assert!(!Manifest::builtin().components["users"].strip_prefix);
+        let m = Manifest::from_str(&format!(
+            "{}[components.a.config]\ngreeting = \"hi\"\n",
+            component("a", "[\"/a\"]")
+        ))
+        .unwrap();
+        assert_eq!(m.components["a"].config["greeting"], "hi");
+        check_err(
+            &format!(
+                "{}[components.a.config]\nport = 80\n",
+                component("a", "[\"/a\"]")
+            ),
+            "invalid type: integer `80`, expected a string",
+        );
         check_err(
             &format!(
                 "{}outbound = [\"api.example.com\"]\n",

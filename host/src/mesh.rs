@@ -17,6 +17,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
+use wasmtime_wasi_config::WasiConfigVariables;
 
 /// Calls deeper than this fail with `too-deep` unless configured otherwise.
 pub const DEFAULT_MAX_CALL_DEPTH: u32 = 8;
@@ -30,6 +31,8 @@ pub struct Mesh {
     publishes: HashMap<String, HashSet<String>>,
     /// Component to the origins it may send HTTP requests to.
     outbound: HashMap<String, Vec<Origin>>,
+    /// Component to its `wasi:config` values, shared by its requests.
+    config: HashMap<String, Arc<WasiConfigVariables>>,
     /// Topic to its subscribers, in name order.
     subscribers: HashMap<String, Vec<String>>,
     max_depth: u32,
@@ -78,6 +81,11 @@ impl Mesh {
                 .components
                 .iter()
                 .map(|(name, spec)| (name.clone(), spec.outbound.clone()))
+                .collect(),
+            config: manifest
+                .components
+                .iter()
+                .map(|(name, spec)| (name.clone(), Arc::new(spec.config.iter().collect())))
                 .collect(),
             subscribers,
             max_depth,
@@ -148,6 +156,10 @@ impl Services for Mesh {
         self.outbound
             .get(component)
             .is_some_and(|origins| origins.iter().any(|o| o.allows(uri)))
+    }
+
+    fn config(&self, component: &str) -> Option<Arc<WasiConfigVariables>> {
+        self.config.get(component).cloned()
     }
 
     fn may_publish(&self, component: &str, topic: &str) -> bool {

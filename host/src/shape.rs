@@ -50,7 +50,7 @@ pub fn check(name: &str, wasm: &[u8]) -> anyhow::Result<Kind> {
                     Kind::Service =>
                         "berth:service and WASI 0.2 (wasi:io, wasi:clocks, wasi:random, wasi:cli, wasi:filesystem, wasi:sockets)",
                     Kind::WasiHttp =>
-                        "wasi:http and WASI 0.2 (wasi:io, wasi:clocks, wasi:random, wasi:cli, wasi:filesystem, wasi:sockets)",
+                        "wasi:http, wasi:config@0.2.0-rc.1 and WASI 0.2 (wasi:io, wasi:clocks, wasi:random, wasi:cli, wasi:filesystem, wasi:sockets)",
                 }
             );
         }
@@ -67,6 +67,8 @@ fn provided(kind: Kind, import: &str) -> bool {
     match package {
         "berth:service" => kind == Kind::Service,
         "wasi:http" => kind == Kind::WasiHttp && wasi_02,
+        // The draft wasmtime-wasi-config implements; pre-releases match exactly.
+        "wasi:config" => kind == Kind::WasiHttp && version == "0.2.0-rc.1",
         _ => WASI.contains(&package) && wasi_02,
     }
 }
@@ -122,6 +124,9 @@ mod tests {
             (Kind::WasiHttp, "wasi:http/types@0.2.3", true),
             (Kind::WasiHttp, "wasi:io/streams@0.2.0", true),
             (Kind::WasiHttp, "wasi:keyvalue/store@0.2.0-draft", false),
+            (Kind::WasiHttp, "wasi:config/store@0.2.0-rc.1", true),
+            (Kind::WasiHttp, "wasi:config/store@0.2.0-draft", false),
+            (Kind::Service, "wasi:config/store@0.2.0-rc.1", false),
             (Kind::WasiHttp, "berth:service/kv@0.1.0", false),
             (Kind::Service, "berth:service/kv@0.1.0", true),
             (Kind::Service, "wasi:http/types@0.2.3", false),

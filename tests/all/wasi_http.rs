@@ -536,3 +536,18 @@ fn a_component_with_an_unknown_import_is_refused_by_name_and_not_cached() {
     assert_eq!(compiled_entries(&data), cached);
     assert_eq!(text(&s.berth.get("/hello")), "hello from wasi:http");
 }
+
+#[test]
+fn config_values_come_from_the_manifest_table() {
+    let manifest = format!(
+        "{}{}[components.hello.config]\ngreeting = \"hi there\"\n",
+        hello("plain", "strip_prefix = true"),
+        hello("hello", "strip_prefix = true"),
+    );
+    let s = serve(&manifest, &[]);
+    let reply = s.berth.get("/hello/config?key=greeting");
+    assert_eq!((reply.status, text(&reply)), (200, "hi there".to_string()));
+    assert_eq!(s.berth.get("/hello/config?key=other").status, 404);
+    // Each component reads only its own table.
+    assert_eq!(s.berth.get("/plain/config?key=greeting").status, 404);
+}

@@ -53,6 +53,12 @@ pub trait Services: Send + Sync {
         false
     }
 
+    /// The `wasi:config` values of `component`, from its manifest table.
+    fn config(&self, component: &str) -> Option<Arc<wasmtime_wasi_config::WasiConfigVariables>> {
+        let _ = component;
+        None
+    }
+
     /// Events were just committed to the outbox: whoever moves them on
     /// (the delivery worker, or the broker relay) may look now rather than
     /// at its next poll.

@@ -34,10 +34,15 @@ pub use state::{HttpInvocation, INTERNAL_SUFFIX};
 const MAX_CALL_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Add what a `wasi:http/proxy` component may import: WASI (with the same
-/// empty context `berth:service` components get) and `wasi:http`.
+/// empty context `berth:service` components get), `wasi:http`, and
+/// `wasi:config/store` (0.2.0-rc.1) over the manifest's config table.
 pub fn add_to_linker(linker: &mut Linker<HttpInvocation>) -> anyhow::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker).map_err(|e| anyhow!("{e:?}"))?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker).map_err(|e| anyhow!("{e:?}"))?;
+    wasmtime_wasi_config::add_to_linker(linker, |s| {
+        wasmtime_wasi_config::WasiConfig::from(&*s.config)
+    })
+    .map_err(|e| anyhow!("{e:?}"))?;
     Ok(())
 }
 

@@ -16,6 +16,7 @@ use std::time::Instant;
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_config::WasiConfigVariables;
 use wasmtime_wasi_http::{
     Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
     WasiHttpView,
@@ -36,6 +37,8 @@ pub struct HttpInvocation {
     http: WasiHttpCtx,
     table: ResourceTable,
     outbound: Outbound,
+    /// The component's `[components.NAME.config]` values.
+    pub(crate) config: Arc<WasiConfigVariables>,
 }
 
 impl HttpInvocation {
@@ -46,7 +49,13 @@ impl HttpInvocation {
         limits: StoreLimits,
     ) -> HttpInvocation {
         let stderr = CapturedStderr::default();
+        let config = env
+            .services
+            .as_ref()
+            .and_then(|s| s.config(&component))
+            .unwrap_or_default();
         HttpInvocation {
+            config,
             limits,
             // No preopened directories, environment, arguments or sockets,
             // as for `berth:service` components: clocks and random only.

@@ -9,6 +9,7 @@
 //! - `GET /trap`: panics before answering
 //! - `GET /fetch?url=URL`: fetches URL and answers `status CODE` and the
 //!   body, or 502 with the `wasi:http` error code
+//! - `GET /config?key=K`: the value of K from `wasi:config/store`, or 404
 
 use wasi::exports::http::incoming_handler::Guest;
 use wasi::http::outgoing_handler;
@@ -17,6 +18,31 @@ use wasi::http::types::{
     ResponseOutparam, Scheme,
 };
 use wasi::io::streams::{OutputStream, StreamError};
+
+/// `wasi:config/store`, which the `wasi` crate does not cover; in a module
+/// of its own so its `wasi` does not shadow the crate's.
+mod config {
+    wit_bindgen::generate!({
+        inline: "
+            package wasi:config@0.2.0-rc.1;
+
+            interface store {
+                variant error {
+                    upstream(string),
+                    io(string),
+                }
+                get: func(key: string) -> result<option<string>, error>;
+                get-all: func() -> result<list<tuple<string, string>>, error>;
+            }
+
+            world imports {
+                import store;
+            }
+        ",
+    });
+
+    pub use self::wasi::config::store::get;
+}
 
 /// Most bytes `blocking-write-and-flush` takes at once.
 const CHUNK: usize = 4096;
@@ -36,6 +62,15 @@ impl Guest for Hello {
             (Method::Get, "/slow") => slow(out),
             (Method::Get, "/trap") => panic!("asked to trap"),
             (Method::Get, "/fetch") => fetch(param(query, "url").unwrap_or_default(), out),
+            (Method::Get, "/config") => {
+                let key = param(query, "key").unwrap_or_default();
+                let plain = [("content-type", b"text/plain".to_vec())];
+                match config::get(&key) {
+                    Ok(Some(value)) => whole(out, 200, &plain, value.as_bytes()),
+                    Ok(None) => whole(out, 404, &plain, b"no such key"),
+                    Err(e) => whole(out, 500, &plain, format!("{e:?}").as_bytes()),
+                }
+            }
             _ => {
                 let id = request
                     .headers()
