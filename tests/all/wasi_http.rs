@@ -551,3 +551,32 @@ fn config_values_come_from_the_manifest_table() {
     // Each component reads only its own table.
     assert_eq!(s.berth.get("/plain/config?key=greeting").status, 404);
 }
+
+#[test]
+fn a_streamed_response_holds_its_concurrency_slot_until_the_guest_ends() {
+    let s = serve(
+        &hello(
+            "hello",
+            "strip_prefix = true\nmax_concurrency = 1\ntimeout_ms = 2000",
+        ),
+        &[],
+    );
+    let addr = s.berth.addr;
+    let slow = std::thread::spawn(move || request_at(addr, "GET", "/hello/slow", &[], b""));
+    // Its headers are out, but its guest still runs: the one slot is taken.
+    let busy = crate::support::eventually(Duration::from_secs(5), || {
+        let reply = s.berth.get("/hello");
+        (reply.status == 503).then_some(reply)
+    })
+    .expect("a 503 while the streamed response holds the slot");
+    busy.assert_error(503, "max_concurrency");
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    let cut = slow.join().unwrap();
+    assert_eq!(cut.status, 200);
+    assert!(dechunk(&cut.body).is_none());
+    // Once the guest has ended (at its deadline), the slot is free again.
+    let served = crate::support::eventually(Duration::from_secs(5), || {
+        (s.berth.get("/hello").status == 200).then_some(())
+    });
+    assert!(served.is_some(), "the slot was never given back");
+}
