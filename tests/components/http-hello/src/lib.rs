@@ -56,7 +56,9 @@ impl Guest for Hello {
         match (request.method(), path) {
             (Method::Post, "/echo") => echo(request, out),
             (Method::Get, "/big") => {
-                let bytes = param(query, "bytes").and_then(|b| b.parse().ok()).unwrap_or(0);
+                let bytes = param(query, "bytes")
+                    .and_then(|b| b.parse().ok())
+                    .unwrap_or(0);
                 big(bytes, out)
             }
             (Method::Get, "/slow") => slow(out),
@@ -127,12 +129,18 @@ fn write_all(stream: &OutputStream, bytes: &[u8]) {
 fn echo(request: IncomingRequest, out: ResponseOutparam) {
     let incoming = request.consume().expect("the body is taken once");
     let input = incoming.stream().expect("the stream is taken once");
-    let (stream, body) = start(out, 200, &[("content-type", b"application/octet-stream".to_vec())]);
+    let (stream, body) = start(
+        out,
+        200,
+        &[("content-type", b"application/octet-stream".to_vec())],
+    );
     loop {
         match input.blocking_read(64 * 1024) {
             Ok(bytes) => write_all(&stream, &bytes),
             Err(StreamError::Closed) => break,
-            Err(StreamError::LastOperationFailed(e)) => panic!("reading the body: {}", e.to_debug_string()),
+            Err(StreamError::LastOperationFailed(e)) => {
+                panic!("reading the body: {}", e.to_debug_string())
+            }
         }
     }
     drop(stream);
@@ -191,8 +199,12 @@ fn get(url: &str) -> Result<(u16, Vec<u8>), ErrorCode> {
     };
     let request = OutgoingRequest::new(Fields::new());
     request.set_scheme(Some(&scheme)).expect("a valid scheme");
-    request.set_authority(Some(authority)).expect("a valid authority");
-    request.set_path_with_query(Some(path)).expect("a valid path");
+    request
+        .set_authority(Some(authority))
+        .expect("a valid authority");
+    request
+        .set_path_with_query(Some(path))
+        .expect("a valid path");
     let future = outgoing_handler::handle(request, None)?;
     future.subscribe().block();
     let response = future
@@ -203,11 +215,9 @@ fn get(url: &str) -> Result<(u16, Vec<u8>), ErrorCode> {
     let body = response.consume().expect("the body is taken once");
     let input = body.stream().expect("the stream is taken once");
     let mut bytes = Vec::new();
-    loop {
-        match input.blocking_read(64 * 1024) {
-            Ok(chunk) => bytes.extend_from_slice(&chunk),
-            Err(_) => break,
-        }
+    // Any error, the end included, ends the body.
+    while let Ok(chunk) = input.blocking_read(64 * 1024) {
+        bytes.extend_from_slice(&chunk);
     }
     Ok((status, bytes))
 }
