@@ -21,8 +21,9 @@ use berth::bindings::{Header, Request};
 use berth::capabilities::log::LogSink;
 use berth::capabilities::services::{Caller, Services};
 use berth::dispatch::{self, InvokeError};
+use berth::executor::Executor;
 use berth::runtime::CallEnv;
-use berth::runtime::{CallLimits, Component, EngineConfig, LoadedComponent, Runtime};
+use berth::runtime::{CallLimits, Component, EngineConfig, Runtime};
 use berth::store::{MemoryStore, NewEvent};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -74,7 +75,7 @@ pub struct LogLine {
 /// A component loaded for testing, with its own in-memory store and log.
 pub struct TestComponent {
     name: String,
-    component: LoadedComponent,
+    component: Executor,
     store: Arc<MemoryStore>,
     logs: Arc<LogCapture>,
     wasm: Arc<Component>,

@@ -122,3 +122,23 @@ fn unknown_builtin_is_an_error() {
         "no built-in component `payments`; built-ins are: users, orders"
     );
 }
+
+#[test]
+fn a_wasi_http_component_is_tested_the_same_way() {
+    let component = TestComponent::workspace("http_hello").unwrap();
+    let reply = component.get("/hi?there=1").send().unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "hello from wasi:http");
+    assert_eq!(reply.header("x-seen-path"), Some("/hi?there=1"));
+    let echoed = component
+        .request("POST", "/echo")
+        .body(b"round trip".to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(echoed.text(), "round trip");
+    let err = component.get("/trap").send().unwrap_err();
+    let Error::Trap { details, .. } = &err else {
+        panic!("expected a trap, got {err:?}");
+    };
+    assert!(details.contains("asked to trap"), "details: {details}");
+}

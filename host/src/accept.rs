@@ -5,8 +5,6 @@
 //! drain bounded by a timeout.
 
 use crate::conn::{Activity, Tracked, WriteTimeout};
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -24,7 +22,7 @@ use tokio::time::Instant;
 
 pub use crate::conn::reading_body;
 
-pub type Body = Full<Bytes>;
+pub use crate::reply::Body;
 
 /// Limits on the connections of one listener.
 #[derive(Debug, Clone)]

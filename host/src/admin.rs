@@ -6,8 +6,6 @@ use crate::accept::{Body, ConnectionLimits, accept_loop};
 use crate::app::{App, ComponentInfo, Following, SwapError, VersionInfo};
 use crate::events::{DeadLetters, RetryError};
 use crate::store::versions::LiveVersion;
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
@@ -238,6 +236,7 @@ fn component_json(c: &ComponentInfo, shared: Option<Option<&LiveVersion>>) -> Va
     let mut value = json!({
         "name": c.name,
         "routes": c.routes,
+        "kind": c.kind.as_str(),
         "version": c.live.sha256,
         "loaded_at": rfc3339(c.live.loaded_at),
         "can_roll_back": c.previous.is_some(),
@@ -347,7 +346,7 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
 }
 
 fn json(status: StatusCode, value: Value) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    let mut response = Response::new(Body::new(value.to_string()));
     *response.status_mut() = status;
     response
         .headers_mut()

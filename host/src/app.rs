@@ -4,10 +4,11 @@
 //! Each component lives in a [`Slot`] that can be hot-swapped while serving.
 
 use crate::builtin;
+use crate::executor::{Executor, Kind};
 use crate::manifest::{Manifest, WasmSource};
 use crate::metrics::{Metrics, metrics};
 use crate::router::Router;
-use crate::runtime::{CallLimits, LoadedComponent, Runtime};
+use crate::runtime::{CallLimits, Runtime};
 use crate::store::versions::{LiveVersion, Offer, SharedVersions};
 use crate::store::{Backend, Outbox, Store, StoreError};
 use anyhow::{Context as _, bail};
@@ -54,6 +55,8 @@ struct Slot {
     previous: Mutex<Option<Arc<Version>>>,
     /// Prefixes routed here; fixed for the life of the process.
     routes: Vec<String>,
+    /// Whether requests reach the component without the prefix they matched.
+    strip_prefix: bool,
     /// Limits every version of the component runs under.
     limits: CallLimits,
     /// Where the first version came from; a file is what `--watch` watches.
@@ -76,7 +79,7 @@ pub enum Following {
 
 /// One loaded version of a component.
 pub struct Version {
-    pub component: Arc<LoadedComponent>,
+    pub component: Arc<Executor>,
     /// Hex SHA-256 of the wasm: identifies the version.
     pub sha256: String,
     /// When it was loaded.
@@ -88,6 +91,8 @@ pub struct Version {
 pub struct ComponentInfo {
     pub name: String,
     pub routes: Vec<String>,
+    /// Which ABI the live version implements.
+    pub kind: Kind,
     pub live: VersionInfo,
     /// The version a rollback would restore.
     pub previous: Option<VersionInfo>,
@@ -163,6 +168,7 @@ impl App {
                 live: ArcSwap::from_pointee(Version::new(loaded, sha256)),
                 previous: Mutex::new(None),
                 routes: spec.routes.clone(),
+                strip_prefix: spec.strip_prefix,
                 limits,
                 source: spec.wasm.clone(),
                 following: Mutex::new(Following::Live),
@@ -185,14 +191,24 @@ impl App {
     }
 
     /// The current version of the component serving `path`, if any.
-    pub fn component_for(&self, path: &str) -> Option<Arc<LoadedComponent>> {
+    pub fn component_for(&self, path: &str) -> Option<Arc<Executor>> {
         self.router
             .route(path)
             .and_then(|name| self.component(name))
     }
 
+    /// The current version of the component serving `path`, and the
+    /// route prefix to take off the path first when the manifest says
+    /// `strip_prefix`.
+    pub fn route(&self, path: &str) -> Option<(Arc<Executor>, Option<&str>)> {
+        let (prefix, name) = self.router.route_prefix(path)?;
+        let slot = self.components.get(name)?;
+        let strip = slot.strip_prefix.then_some(prefix);
+        Some((slot.live.load().component.clone(), strip))
+    }
+
     /// The current version of component `name`.
-    pub fn component(&self, name: &str) -> Option<Arc<LoadedComponent>> {
+    pub fn component(&self, name: &str) -> Option<Arc<Executor>> {
         self.components
             .get(name)
             .map(|slot| slot.live.load().component.clone())
@@ -211,10 +227,12 @@ impl App {
             .map(|(name, slot)| {
                 // Read both under the lock so the pair is consistent.
                 let previous = slot.previous.lock().unwrap_or_else(|e| e.into_inner());
+                let live = slot.live.load();
                 ComponentInfo {
                     name: name.clone(),
                     routes: slot.routes.clone(),
-                    live: slot.live.load().info(),
+                    kind: live.component.kind(),
+                    live: live.info(),
                     previous: previous.as_ref().map(|v| v.info()),
                     following: slot.following(),
                 }
@@ -530,7 +548,7 @@ impl Slot {
 }
 
 impl Version {
-    fn new(component: LoadedComponent, sha256: String) -> Version {
+    fn new(component: Executor, sha256: String) -> Version {
         Version {
             component: Arc::new(component),
             sha256,

@@ -5,7 +5,8 @@
 //! through here, so a component behaves the same under each.
 
 use crate::bindings::{Event, Request, Response};
-use crate::runtime::{CallEnv, CallError, LoadedComponent, TrapInfo};
+use crate::executor::Executor;
+use crate::runtime::{CallEnv, CallError, TrapInfo};
 use crate::store::{Commit, Delivery, Store, WriteBatch};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,7 +55,7 @@ impl From<CallError> for InvokeError {
 /// write it made is durable. Refused at once if the component is already
 /// running its `max_concurrency` calls.
 pub async fn invoke(
-    component: &LoadedComponent,
+    component: &Executor,
     env: CallEnv,
     request: &Request,
 ) -> Result<Response, InvokeError> {
@@ -108,7 +109,7 @@ pub enum Delivered {
 /// together with the acknowledgement `ack`, so a successful delivery takes
 /// effect exactly once.
 pub async fn deliver(
-    component: &LoadedComponent,
+    component: &Executor,
     env: CallEnv,
     delivery: &Delivery,
     ack: Ack,

@@ -9,8 +9,18 @@
 //! timeout_ms = 5000
 //! max_memory_mb = 32
 //! max_concurrency = 128
+//!
+//! [components.hello]                      # a wasi:http component
+//! wasm = "hello.wasm"
+//! routes = ["/hello"]
+//! strip_prefix = true                     # it sees `/` for `/hello`
+//! outbound = ["https://api.example.com", "http://127.0.0.1:*"]
+//!
+//! [components.hello.config]               # read through wasi:config
+//! greeting = "hello"
 //! ```
 
+use crate::wasi_http::outbound::Origin;
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -66,6 +76,13 @@ pub struct ComponentSpec {
     pub publishes: Vec<String>,
     /// Topics delivered to this one's event handler.
     pub subscribes: Vec<String>,
+    /// Serve the component a request's path without the route prefix it
+    /// matched, so a component written for `/` can live under a prefix.
+    pub strip_prefix: bool,
+    /// Origins a `wasi:http` component may send requests to.
+    pub outbound: Vec<Origin>,
+    /// What a `wasi:http` component reads through `wasi:config/store`.
+    pub config: BTreeMap<String, String>,
 }
 
 /// Where a component's code comes from.
@@ -108,6 +125,18 @@ struct RawComponent {
     /// Topics whose events are delivered to this one's event handler.
     #[serde(default)]
     subscribes: Vec<String>,
+    /// Strip the matched route prefix from the path the component sees:
+    /// with `routes = ["/hello"]`, `/hello/x` reaches it as `/x`.
+    #[serde(default)]
+    strip_prefix: bool,
+    /// Origins a `wasi:http` component may send requests to, such as
+    /// `["https://api.example.com", "http://127.0.0.1:*"]` (`*`: any port).
+    #[serde(default)]
+    outbound: Vec<String>,
+    /// `[components.NAME.config]`: string values a `wasi:http` component
+    /// reads through `wasi:config/store`, such as `greeting = "hello"`.
+    #[serde(default)]
+    config: BTreeMap<String, String>,
 }
 
 impl std::str::FromStr for Manifest {
@@ -169,6 +198,14 @@ impl std::str::FromStr for Manifest {
                 calls: raw.calls,
                 publishes: raw.publishes,
                 subscribes: raw.subscribes,
+                strip_prefix: raw.strip_prefix,
+                outbound: raw
+                    .outbound
+                    .iter()
+                    .map(|origin| Origin::parse(origin))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| anyhow::anyhow!("component `{name}`: {e}"))?,
+                config: raw.config,
             };
             for topic in spec.publishes.iter().chain(&spec.subscribes) {
                 if let Err(e) = crate::capabilities::services::check_topic(topic) {
@@ -303,7 +340,7 @@ mod tests {
     fn unknown_fields_are_rejected() {
         check_err(
             "[components.a]\nwasm = \"a.wasm\"\nroutes = [\"/a\"]\nroute = \"/b\"\n",
-            "unknown field `route`, expected one of `wasm`, `routes`, `timeout_ms`, `max_memory_mb`, `max_concurrency`, `calls`, `publishes`, `subscribes`",
+            "unknown field `route`, expected one of `wasm`, `routes`, `timeout_ms`, `max_memory_mb`, `max_concurrency`, `calls`, `publishes`, `subscribes`, `strip_prefix`, `outbound`, `config`",
         );
         check_err(
             "colour = 1\n",
@@ -418,6 +455,47 @@ mod tests {
         assert_eq!(
             m.components["a"].wasm,
             WasmSource::File(dir.path().join("a.wasm"))
+        );
+    }
+
+    #[test]
+    fn strip_prefix_and_outbound_are_read_and_checked() {
+        let m = Manifest::from_str(&format!(
+            "{}strip_prefix = true\noutbound = [\"https://api.example.com\", \"http://127.0.0.1:*\"]\n",
+            component("a", "[\"/a\"]")
+        ))
+        .unwrap();
+        let a = &m.components["a"];
+        assert!(a.strip_prefix);
+        let granted: Vec<String> = a.outbound.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            granted,
+            vec!["https://api.example.com:443", "http://127.0.0.1:*"]
+        );
+        assert!(!Manifest::builtin().components["users"].strip_prefix);
+        let m = Manifest::from_str(&format!(
+            "{}[components.a.config]\ngreeting = \"hi\"\n",
+            component("a", "[\"/a\"]")
+        ))
+        .unwrap();
+        assert_eq!(m.components["a"].config["greeting"], "hi");
+        check_err(
+            &format!(
+                "{}[components.a.config]\nport = 80\n",
+                component("a", "[\"/a\"]")
+            ),
+            "invalid type: integer `80`, expected a string",
+        );
+        check_err(
+            &format!(
+                "{}outbound = [\"api.example.com\"]\n",
+                component("a", "[\"/a\"]")
+            ),
+            "component `a`: outbound `api.example.com` has no scheme; write it as scheme://host, scheme://host:port or scheme://host:*, such as \"https://api.example.com\"",
+        );
+        check_err(
+            &format!("{}strip_prefix = \"yes\"\n", component("a", "[\"/a\"]")),
+            "invalid type: string \"yes\", expected a boolean",
         );
     }
 

@@ -11,11 +11,13 @@ use crate::dispatch::{self, InvokeError};
 use crate::manifest::Manifest;
 use crate::metrics::{CallLabels, metrics};
 use crate::runtime::CallEnv;
+use crate::wasi_http::outbound::Origin;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
+use wasmtime_wasi_config::WasiConfigVariables;
 
 /// Calls deeper than this fail with `too-deep` unless configured otherwise.
 pub const DEFAULT_MAX_CALL_DEPTH: u32 = 8;
@@ -27,6 +29,10 @@ pub struct Mesh {
     calls: HashMap<String, HashSet<String>>,
     /// Component to the topics it may publish on.
     publishes: HashMap<String, HashSet<String>>,
+    /// Component to the origins it may send HTTP requests to.
+    outbound: HashMap<String, Vec<Origin>>,
+    /// Component to its `wasi:config` values, shared by its requests.
+    config: HashMap<String, Arc<WasiConfigVariables>>,
     /// Topic to its subscribers, in name order.
     subscribers: HashMap<String, Vec<String>>,
     max_depth: u32,
@@ -71,6 +77,16 @@ impl Mesh {
             app,
             calls,
             publishes: grant(|spec| &spec.publishes),
+            outbound: manifest
+                .components
+                .iter()
+                .map(|(name, spec)| (name.clone(), spec.outbound.clone()))
+                .collect(),
+            config: manifest
+                .components
+                .iter()
+                .map(|(name, spec)| (name.clone(), Arc::new(spec.config.iter().collect())))
+                .collect(),
             subscribers,
             max_depth,
             broker,
@@ -134,6 +150,16 @@ impl Services for Mesh {
             record_call(&self, &caller, &service, &path, &result, started);
             result.map_err(|(e, _)| e)
         })
+    }
+
+    fn may_reach(&self, component: &str, uri: &hyper::Uri) -> bool {
+        self.outbound
+            .get(component)
+            .is_some_and(|origins| origins.iter().any(|o| o.allows(uri)))
+    }
+
+    fn config(&self, component: &str) -> Option<Arc<WasiConfigVariables>> {
+        self.config.get(component).cloned()
     }
 
     fn may_publish(&self, component: &str, topic: &str) -> bool {
@@ -268,7 +294,7 @@ impl Mesh {
         &self,
         caller: &Caller,
         service: &str,
-    ) -> Result<Arc<crate::runtime::LoadedComponent>, CallError> {
+    ) -> Result<Arc<crate::executor::Executor>, CallError> {
         if !self.may_call(&caller.component, service) {
             return Err(CallError::NotAllowed(format!(
                 "component `{}` may not call `{service}`; add it to `calls` in the manifest",

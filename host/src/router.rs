@@ -25,10 +25,15 @@ impl Router {
 
     /// The component that serves `path`, if any.
     pub fn route(&self, path: &str) -> Option<&str> {
+        self.route_prefix(path).map(|(_, component)| component)
+    }
+
+    /// The prefix that matched `path` and the component it routes to.
+    pub fn route_prefix(&self, path: &str) -> Option<(&str, &str)> {
         self.routes
             .iter()
             .find(|(prefix, _)| covers(prefix, path))
-            .map(|(_, component)| component.as_str())
+            .map(|(prefix, component)| (prefix.as_str(), component.as_str()))
     }
 }
 

@@ -6,9 +6,11 @@
 use crate::bindings::exports::berth::service::{handler, subscriber};
 use crate::bindings::{Event, Request, Response, Service};
 use crate::compile_cache::CompileCache;
+use crate::executor::Executor;
 use crate::invocation::Invocation;
 use crate::metrics::{Metrics, metrics};
 use crate::store::WriteBatch;
+use crate::wasi_http::HttpInvocation;
 use anyhow::{Context as _, anyhow};
 use prometheus_client::metrics::histogram::Histogram;
 use std::sync::Arc;
@@ -113,6 +115,9 @@ impl CallLimits {
 pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<Invocation>>,
+    /// The imports of `wasi:http` components: WASI and wasi:http, over
+    /// store data of their own (no `kv` transaction; the HTTP context).
+    http_linker: Arc<Linker<HttpInvocation>>,
     cache: Option<Arc<CompileCache>>,
     /// Stops the epoch thread when the last clone is dropped.
     _ticker: Arc<EpochTicker>,
@@ -154,6 +159,8 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow!("{e:?}"))?;
         Service::add_to_linker::<_, wasmtime::component::HasSelf<Invocation>>(&mut linker, |s| s)
             .map_err(|e| anyhow!("{e:?}"))?;
+        let mut http_linker = Linker::new(&engine);
+        crate::wasi_http::add_to_linker(&mut http_linker)?;
         let ticker = EpochTicker::start(engine.clone())?;
         let cache = config
             .cache_dir
@@ -162,21 +169,38 @@ impl Runtime {
         Ok(Runtime {
             engine,
             linker: Arc::new(linker),
+            http_linker: Arc::new(http_linker),
             cache,
             _ticker: Arc::new(ticker),
         })
     }
 
-    /// Compile `wasm` and check that it implements the `service` world.
+    /// Check what `wasm` imports and exports, compile it and link it as the
+    /// kind it is. What Berth cannot run is refused by name before the slow
+    /// compile, and only a component that links goes into the compile
+    /// cache.
     pub fn load(
         &self,
         name: &str,
         wasm: &[u8],
         sha256: &str,
         limits: CallLimits,
-    ) -> anyhow::Result<LoadedComponent> {
-        let component = self.compile(name, wasm, sha256)?;
-        self.link(name, &component, limits)
+    ) -> anyhow::Result<Executor> {
+        crate::shape::check(name, wasm)?;
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.load(&self.engine, sha256));
+        let fresh = cached.is_none();
+        let component = match cached {
+            Some(component) => component,
+            None => self.compile_uncached(name, wasm)?,
+        };
+        let loaded = self.link(name, &component, limits)?;
+        if let (true, Some(cache)) = (fresh, &self.cache) {
+            cache.store(sha256, &component);
+        }
+        Ok(loaded)
     }
 
     /// Compile `wasm`, whose hex SHA-256 is `sha256`, to machine code, or
@@ -207,9 +231,31 @@ impl Runtime {
         }
     }
 
+    /// Link a compiled component as the kind its exports say it is: a
+    /// `wasi:http` component if it exports `wasi:http/incoming-handler`,
+    /// else a `berth:service` one.
+    pub fn link(
+        &self,
+        name: &str,
+        component: &Component,
+        limits: CallLimits,
+    ) -> anyhow::Result<Executor> {
+        let wasi_http = component
+            .component_type()
+            .exports(&self.engine)
+            .any(|(export, _)| export.starts_with("wasi:http/incoming-handler@0.2."));
+        if wasi_http {
+            let linked =
+                crate::wasi_http::link(&self.engine, &self.http_linker, name, component, limits)?;
+            return Ok(Executor::Http(linked));
+        }
+        self.link_service(name, component, limits)
+            .map(Executor::Service)
+    }
+
     /// Link a compiled component against the host's imports and check that
     /// it exports the handler, ready to instantiate per request.
-    pub fn link(
+    fn link_service(
         &self,
         name: &str,
         component: &Component,

@@ -5,10 +5,12 @@
 use crate::accept::{Body, ConnectionLimits, accept_loop};
 use crate::bindings::{Header, Request as WitRequest, Response as WitResponse};
 use crate::dispatch::{self, InvokeError};
+use crate::executor::Executor;
 use crate::mesh::Mesh;
 use crate::metrics::{Metrics, RequestLabels, metrics};
+use crate::wasi_http::HttpComponent;
+use crate::wasi_http::front::StreamLimits;
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode};
@@ -120,7 +122,7 @@ pub async fn serve(
     };
     let front = Arc::new(Front {
         startup,
-        in_flight: Semaphore::new(config.max_in_flight),
+        in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
         draining: AtomicBool::new(false),
         config,
     });
@@ -144,8 +146,9 @@ pub async fn serve(
 struct Front {
     startup: Arc<Startup>,
     config: ServerConfig,
-    /// Host-wide cap on requests being handled.
-    in_flight: Semaphore,
+    /// Host-wide cap on requests being handled; shared, because a streamed
+    /// response holds its slot until its body is sent.
+    in_flight: Arc<Semaphore>,
     /// Set once shutdown begins, so /readyz turns away new traffic.
     draining: AtomicBool,
 }
@@ -277,11 +280,19 @@ async fn answer(
         );
         return (busy(&message), None);
     };
-    let Some(component) = mesh.app.component_for(req.uri().path()) else {
+    let Some((component, strip)) = mesh.app.route(req.uri().path()) else {
         let message = format!("no service is routed at {}", req.uri().path());
         return (error(StatusCode::NOT_FOUND, &message), None);
     };
     let name = component.name().clone();
+    let mut req = req;
+    if let Some(prefix) = strip {
+        strip_prefix(&mut req, prefix);
+    }
+    if let Executor::Http(http) = &*component {
+        let response = serve_http(front, mesh, http, req, request_id).await;
+        return (response, Some(name));
+    }
     // The whole body first, under its deadline: a client that stalls holds
     // only its connection, never an in-flight slot or a component's.
     let head = req.method() == hyper::Method::HEAD;
@@ -317,6 +328,80 @@ async fn answer(
         response
     };
     (response, Some(name))
+}
+
+/// Take the matched route `prefix` off the request's path (`/hello/x`
+/// under `/hello` becomes `/x`, and `/hello` becomes `/`), keeping the query.
+fn strip_prefix(req: &mut Request<Incoming>, prefix: &str) {
+    if prefix == "/" {
+        return;
+    }
+    let uri = req.uri();
+    let rest = uri.path().strip_prefix(prefix).unwrap_or(uri.path());
+    let path = if rest.is_empty() { "/" } else { rest };
+    let target = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    };
+    if let Ok(stripped) = target.parse() {
+        *req.uri_mut() = stripped;
+    }
+}
+
+/// A request through a `wasi:http` component: the body streams in and the
+/// response streams out, so the request's slots are held by the response
+/// body until it is sent (or the client goes).
+async fn serve_http(
+    front: &Front,
+    mesh: &Arc<Mesh>,
+    component: &HttpComponent,
+    mut req: Request<Incoming>,
+    request_id: &Arc<str>,
+) -> Response<Body> {
+    let config = &front.config;
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > config.max_body_bytes as u64) {
+        // As for a whole body: refused before the guest runs, and the rest
+        // discarded (within bounds) so the client reads the 413.
+        let (parts, body) = req.into_parts();
+        let too_large = crate::body::BodyError::TooLarge {
+            max: config.max_body_bytes,
+            rest: Some(body),
+        };
+        return body_error(too_large, &parts.headers, |max| {
+            format!("request body exceeds the limit of {max} bytes")
+        });
+    }
+    let Ok(in_flight) = front.in_flight.clone().try_acquire_owned() else {
+        return busy("the server is at its request limit; retry shortly");
+    };
+    let counted = InFlight::enter();
+    let Ok(running) = component.limits().concurrency.clone().try_acquire_owned() else {
+        return busy(&format!(
+            "component `{}` is running as many requests as its max_concurrency allows; retry shortly",
+            component.name()
+        ));
+    };
+    let headers = req.headers_mut();
+    headers.remove("x-berth-caller");
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert("x-request-id", value);
+    }
+    let env = mesh.env(request_id.clone(), Instant::now() + MAX_REQUEST_TIME);
+    let limits = StreamLimits {
+        max_body_bytes: config.max_body_bytes,
+        body_timeout: config.body_timeout,
+        max_response_bytes: config.max_response_bytes,
+    };
+    let hold = Box::new((in_flight, counted, running));
+    match crate::wasi_http::front::serve(component, env, req, limits, hold).await {
+        Ok(response) => response,
+        Err(e) => invoke_error(component.name(), e.into()),
+    }
 }
 
 /// A 431 if the request line and headers exceed `max` bytes, counted as
@@ -362,7 +447,7 @@ impl Drop for InFlight {
 }
 
 fn metrics_text() -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(metrics().render())));
+    let mut response = Response::new(Body::new(metrics().render()));
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
@@ -483,7 +568,7 @@ fn without_body(response: Response<Body>) -> Response<Body> {
     parts
         .headers
         .insert(CONTENT_LENGTH, HeaderValue::from(length));
-    Response::from_parts(parts, Full::new(Bytes::new()))
+    Response::from_parts(parts, Body::new(Bytes::new()))
 }
 
 /// Turn the component's answer into HTTP, checking what it returned.
@@ -505,7 +590,7 @@ fn write_response(component: &str, response: WitResponse, max_bytes: usize) -> R
         return bad(format!("returned invalid status {}", response.status));
     };
     let has_body = !response.body.is_empty();
-    let mut out = Response::new(Full::new(Bytes::from(response.body)));
+    let mut out = Response::new(Body::new(response.body));
     *out.status_mut() = status;
     for Header { name, value } in response.headers {
         let (Ok(name), Ok(value)) = (
@@ -579,7 +664,7 @@ fn invoke_error(component: &str, e: InvokeError) -> Response<Body> {
 
 /// The OpenAPI document of the built-in users and orders API.
 fn openapi() -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
+    let mut response = Response::new(Body::new(Bytes::from_static(OPENAPI.as_bytes())));
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -595,7 +680,7 @@ pub fn error(status: StatusCode, message: &str) -> Response<Body> {
 
 fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
     let body = value.to_string();
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(Body::new(body));
     *response.status_mut() = status;
     response
         .headers_mut()

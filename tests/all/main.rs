@@ -34,3 +34,4 @@ mod store_support;
 mod support;
 mod swap;
 mod users;
+mod wasi_http;

@@ -46,6 +46,19 @@ pub trait Services: Send + Sync {
     /// The components subscribed to `topic`.
     fn subscribers(&self, topic: &str) -> Vec<String>;
 
+    /// Whether `component` may send an HTTP request to `uri` (a
+    /// `wasi:http` component's outgoing request outside the mesh).
+    fn may_reach(&self, component: &str, uri: &hyper::Uri) -> bool {
+        let _ = (component, uri);
+        false
+    }
+
+    /// The `wasi:config` values of `component`, from its manifest table.
+    fn config(&self, component: &str) -> Option<Arc<wasmtime_wasi_config::WasiConfigVariables>> {
+        let _ = component;
+        None
+    }
+
     /// Events were just committed to the outbox: whoever moves them on
     /// (the delivery worker, or the broker relay) may look now rather than
     /// at its next poll.

@@ -13,7 +13,8 @@
 use anyhow::Context as _;
 use berth::bindings::{Header, Request};
 use berth::dispatch::invoke;
-use berth::runtime::{CallEnv, CallLimits, EngineConfig, LoadedComponent, Runtime};
+use berth::executor::Executor;
+use berth::runtime::{CallEnv, CallLimits, EngineConfig, Runtime};
 use berth::store::SqliteStore;
 use clap::Parser;
 use std::path::PathBuf;
@@ -110,7 +111,7 @@ fn request(method: &str, path: &str, body: &[u8]) -> Request {
 
 /// One request through `component`, which must answer `status`.
 async fn call(
-    component: &LoadedComponent,
+    component: &Executor,
     env: &CallEnv,
     request: &Request,
     status: u16,
@@ -132,7 +133,7 @@ async fn call(
 /// print the time per call.
 async fn measure(
     case: &str,
-    component: &LoadedComponent,
+    component: &Executor,
     env: &CallEnv,
     request: &Request,
     calls: u32,
