@@ -20,6 +20,7 @@ pub mod logging;
 pub mod manifest;
 pub mod mesh;
 pub mod metrics;
+pub mod reuse;
 pub mod router;
 pub mod runtime;
 pub mod server;
