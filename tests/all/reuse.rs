@@ -228,8 +228,8 @@ fn hot_swaps_under_load_with_reuse_fail_no_request_and_retire_old_instances() {
         .parse()
         .unwrap();
     let auth = format!("Bearer {TOKEN}");
-    let admin_call = |method: &str, path: &str, body: &[u8]| {
-        let reply = request_at(admin, method, path, &[("authorization", &auth)], body);
+    let admin_call = |method: &str, path: &str, wasm: &[u8]| {
+        let reply = request_at(admin, method, path, &[("authorization", &auth)], wasm);
         assert_eq!(reply.status, 200, "{method} {path}: {}", body(&reply));
     };
     let addr = berth.addr;
