@@ -57,3 +57,7 @@ if [ -z "${BERTH_TEST_RABBITMQ:-}" ]; then
 fi
 
 cargo test --release --workspace --locked "$@"
+
+# The built-in components' unit tests once more with every instance reused
+# across requests, as a manifest's `reuse = N` would run them.
+BERTH_TEST_REUSE=1000 cargo test --release --locked -p berth-test --test users --test orders --test harness

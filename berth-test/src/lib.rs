@@ -4,6 +4,11 @@
 //! runtime and the same request path as in `berth serve`; only the store is
 //! in memory, fresh for each [`TestComponent`], so tests run in parallel.
 //!
+//! A component that sets `reuse` in its manifest should pass its tests with
+//! instances reused too: [`TestComponent::with_reuse`] turns reuse on for one
+//! component, and `BERTH_TEST_REUSE=N` in the environment for every one a
+//! test run loads (`BERTH_TEST_REUSE=1000 cargo test`).
+//!
 //! ```no_run
 //! use berth_test::TestComponent;
 //! use serde_json::json;
@@ -22,6 +27,7 @@ use berth::capabilities::log::LogSink;
 use berth::capabilities::services::{Caller, Services};
 use berth::dispatch::{self, InvokeError};
 use berth::executor::Executor;
+use berth::reuse::Reuse;
 use berth::runtime::CallEnv;
 use berth::runtime::{CallLimits, Component, EngineConfig, Runtime};
 use berth::store::{MemoryStore, NewEvent};
@@ -40,6 +46,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_MEMORY: usize = 64 * 1024 * 1024;
 /// Calls of one component at once; the engine's instance pool caps it anyway.
 const DEFAULT_CONCURRENCY: usize = 64;
+/// Names the requests each instance serves, for every component a test
+/// run loads; unset, each request gets a fresh instance.
+pub const REUSE_ENV: &str = "BERTH_TEST_REUSE";
 
 /// Why a request produced no response.
 #[derive(Debug)]
@@ -79,6 +88,9 @@ pub struct TestComponent {
     store: Arc<MemoryStore>,
     logs: Arc<LogCapture>,
     wasm: Arc<Component>,
+    timeout: Duration,
+    /// Requests per instance, when instances are reused.
+    reuse: Option<u32>,
     stubs: Arc<Stubs>,
     /// Numbers the deliveries [`TestComponent::deliver`] makes.
     deliveries: std::sync::atomic::AtomicI64,
@@ -120,11 +132,22 @@ impl TestComponent {
     /// A component from wasm bytes, under the namespace `name`.
     pub fn from_bytes(name: &str, wasm: &[u8]) -> anyhow::Result<TestComponent> {
         let compiled = compiled(name, wasm)?;
-        TestComponent::link(name, compiled, DEFAULT_TIMEOUT)
+        TestComponent::link(name, compiled, DEFAULT_TIMEOUT, reuse_from_env()?)
     }
 
-    fn link(name: &str, wasm: Arc<Component>, timeout: Duration) -> anyhow::Result<TestComponent> {
-        let limits = CallLimits::new(timeout, DEFAULT_MEMORY, DEFAULT_CONCURRENCY);
+    fn link(
+        name: &str,
+        wasm: Arc<Component>,
+        timeout: Duration,
+        reuse: Option<u32>,
+    ) -> anyhow::Result<TestComponent> {
+        let limits = CallLimits::new(timeout, DEFAULT_MEMORY, DEFAULT_CONCURRENCY).with_reuse(
+            reuse.map(|max_uses| Reuse {
+                max_uses,
+                idle: Duration::from_secs(3600),
+                max_idle: DEFAULT_CONCURRENCY,
+            }),
+        );
         let component = runtime()?.link(name, &wasm, limits)?;
         let executor = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -135,6 +158,8 @@ impl TestComponent {
             store: Arc::new(MemoryStore::new()),
             logs: Arc::new(LogCapture::default()),
             wasm,
+            timeout,
+            reuse,
             stubs: Arc::new(Stubs::default()),
             deliveries: Default::default(),
             executor,
@@ -144,7 +169,23 @@ impl TestComponent {
     /// The same component with a different deadline per request. The store
     /// and the captured log start empty.
     pub fn with_timeout(self, timeout: Duration) -> anyhow::Result<TestComponent> {
-        TestComponent::link(&self.name, self.wasm, timeout)
+        TestComponent::link(&self.name, self.wasm, timeout, self.reuse)
+    }
+
+    /// The same component with each instance kept for up to `requests`
+    /// requests, as `reuse = N` in a manifest does: memory and globals
+    /// survive from one request to the next (never after a trap or a
+    /// timeout). The store and the captured log start empty.
+    pub fn with_reuse(self, requests: u32) -> anyhow::Result<TestComponent> {
+        if requests == 0 {
+            anyhow::bail!("reuse needs at least 1 request per instance");
+        }
+        TestComponent::link(&self.name, self.wasm, self.timeout, Some(requests))
+    }
+
+    /// Requests each instance serves, when instances are reused.
+    pub fn reuse(&self) -> Option<u32> {
+        self.reuse
     }
 
     /// Start a request; finish it with [`RequestBuilder::send`].
@@ -504,6 +545,20 @@ impl LogSink for LogCapture {
                 level,
                 message: message.to_string(),
             });
+    }
+}
+
+/// The reuse that [`REUSE_ENV`] asks for, if any.
+fn reuse_from_env() -> anyhow::Result<Option<u32>> {
+    let Ok(value) = std::env::var(REUSE_ENV) else {
+        return Ok(None);
+    };
+    match value.trim().parse::<u32>() {
+        Ok(0) => Ok(None),
+        Ok(n) => Ok(Some(n)),
+        Err(_) => anyhow::bail!(
+            "{REUSE_ENV}={value:?} is not a number of requests per instance; set it to a number such as 1000, or unset it"
+        ),
     }
 }
 

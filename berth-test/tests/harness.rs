@@ -142,3 +142,23 @@ fn a_wasi_http_component_is_tested_the_same_way() {
     };
     assert!(details.contains("asked to trap"), "details: {details}");
 }
+
+#[test]
+fn with_reuse_keeps_globals_for_n_requests_but_not_past_a_trap() {
+    let counter = TestComponent::workspace("counter")
+        .unwrap()
+        .with_reuse(3)
+        .unwrap();
+    assert_eq!(counter.reuse(), Some(3));
+    let count = || counter.get("/counter").send().unwrap().json()["count"].clone();
+    let counts: Vec<_> = (0..4).map(|_| count()).collect();
+    assert_eq!(counts, [1, 2, 3, 1]);
+    assert!(counter.get("/counter/panic").send().is_err());
+    assert_eq!(count(), 1, "a trapped instance is never reused");
+
+    let fresh = TestComponent::workspace("counter").unwrap();
+    if fresh.reuse().is_none() {
+        let count = || fresh.get("/counter").send().unwrap().json()["count"].clone();
+        assert_eq!([count(), count()], [1, 1]);
+    }
+}

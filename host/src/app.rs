@@ -161,7 +161,8 @@ impl App {
         let mut routes = Vec::new();
         for (name, spec) in &manifest.components {
             let wasm = read_wasm(name, &spec.wasm)?;
-            let limits = CallLimits::new(spec.timeout, spec.max_memory_bytes, spec.max_concurrency);
+            let limits = CallLimits::new(spec.timeout, spec.max_memory_bytes, spec.max_concurrency)
+                .with_reuse(spec.reuse);
             let sha256 = sha256_hex(&wasm);
             let loaded = runtime.load(name, &wasm, &sha256, limits.clone())?;
             let slot = Slot {
@@ -511,7 +512,10 @@ impl Slot {
             return Err(SwapError::NoPrevious(name.to_string()));
         };
         let info = target.info();
-        *previous = Some(self.live.swap(target));
+        target.component.revive();
+        let replaced = self.live.swap(target);
+        replaced.component.retire();
+        *previous = Some(replaced);
         metrics()
             .swaps
             .get_or_create(&Metrics::component(name))
@@ -541,7 +545,11 @@ impl Slot {
     /// Make `next` live and keep the replaced version for rollback.
     fn install(&self, next: Arc<Version>) -> Arc<Version> {
         let mut previous = self.previous.lock().unwrap_or_else(|e| e.into_inner());
+        next.component.revive();
         let replaced = self.live.swap(next);
+        // Kept for rollback, but its reused instances must not hold pool
+        // slots meanwhile.
+        replaced.component.retire();
         *previous = Some(replaced.clone());
         replaced
     }

@@ -72,6 +72,21 @@ impl Executor {
         }
     }
 
+    /// This version is no longer live: a reusing `berth:service` component
+    /// drops its kept instances (a `wasi:http` one keeps none).
+    pub fn retire(&self) {
+        if let Executor::Service(c) = self {
+            c.retire();
+        }
+    }
+
+    /// This version is live again (a rollback).
+    pub fn revive(&self) {
+        if let Executor::Service(c) = self {
+            c.revive();
+        }
+    }
+
     /// Run one request, whole in and whole out, in a fresh instance: how a
     /// call from another component or a test reaches either kind. The
     /// server streams `wasi:http` requests instead (see `wasi_http::front`).

@@ -80,10 +80,24 @@ impl Invocation {
     }
 
     /// The writes and events to commit once the call has returned.
-    pub(crate) fn into_batch(self) -> WriteBatch {
-        let mut batch = self.kv.into_batch();
-        batch.events = self.events;
+    pub(crate) fn take_batch(&mut self) -> WriteBatch {
+        let mut batch = self.kv.take_batch();
+        batch.events = std::mem::take(&mut self.events);
         batch
+    }
+
+    /// Make the data fresh for another call of a reused instance: its own
+    /// transaction, environment, deadline, events and stderr. The memory
+    /// cap, the WASI context and the resource table stay with the instance,
+    /// whose memory and globals survive by design.
+    pub(crate) fn renew(&mut self, env: CallEnv, deadline: Instant) {
+        self.kv = KvTxn::new(env.store.clone(), self.component.clone());
+        self.env = env;
+        self.deadline = deadline;
+        self.events.clear();
+        if let Some((_, stderr)) = &self.wasi {
+            stderr.clear();
+        }
     }
 }
 

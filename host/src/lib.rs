@@ -22,6 +22,7 @@ pub mod manifest;
 pub mod mesh;
 pub mod metrics;
 pub mod reply;
+pub mod reuse;
 pub mod router;
 pub mod runtime;
 pub mod server;

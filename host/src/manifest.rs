@@ -9,6 +9,9 @@
 //! timeout_ms = 5000
 //! max_memory_mb = 32
 //! max_concurrency = 128
+//! # Optional: keep instances for up to 1000 requests each, idle at most 10 s.
+//! reuse = 1000
+//! reuse_idle_ms = 10000
 //!
 //! [components.hello]                      # a wasi:http component
 //! wasm = "hello.wasm"
@@ -20,6 +23,7 @@
 //! greeting = "hello"
 //! ```
 
+use crate::reuse::Reuse;
 use crate::wasi_http::outbound::Origin;
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
@@ -53,6 +57,9 @@ const MAX_MEMORY_MB: u64 = 4096;
 /// take every request slot.
 const DEFAULT_CONCURRENCY: usize = 128;
 const MAX_CONCURRENCY: usize = 65_536;
+const MAX_REUSE: u32 = 1_000_000;
+const DEFAULT_REUSE_IDLE_MS: u64 = 10_000;
+const MAX_REUSE_IDLE_MS: u64 = 3_600_000;
 
 /// A parsed, validated manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +90,9 @@ pub struct ComponentSpec {
     pub outbound: Vec<Origin>,
     /// What a `wasi:http` component reads through `wasi:config/store`.
     pub config: BTreeMap<String, String>,
+    /// Instances kept across requests (`reuse = N`); `None`, the default,
+    /// gives every request a fresh instance.
+    pub reuse: Option<Reuse>,
 }
 
 /// Where a component's code comes from.
@@ -137,6 +147,12 @@ struct RawComponent {
     /// reads through `wasi:config/store`, such as `greeting = "hello"`.
     #[serde(default)]
     config: BTreeMap<String, String>,
+    /// Requests one instance serves before it is dropped, such as `1000`:
+    /// memory and globals then survive between requests. Off if absent.
+    reuse: Option<u32>,
+    /// Milliseconds an instance kept by `reuse` may wait idle before it is
+    /// dropped (default 10000).
+    reuse_idle_ms: Option<u64>,
 }
 
 impl std::str::FromStr for Manifest {
@@ -182,6 +198,7 @@ impl std::str::FromStr for Manifest {
                     "component `{name}`: max_concurrency must be between 1 and {MAX_CONCURRENCY}, got {max_concurrency}"
                 );
             }
+            let reuse = check_reuse(&name, raw.reuse, raw.reuse_idle_ms, max_concurrency)?;
             let wasm = match raw.wasm.strip_prefix("builtin:") {
                 Some(builtin) => WasmSource::Builtin(builtin.to_string()),
                 None if raw.wasm.is_empty() => {
@@ -206,6 +223,7 @@ impl std::str::FromStr for Manifest {
                     .collect::<Result<_, _>>()
                     .map_err(|e| anyhow::anyhow!("component `{name}`: {e}"))?,
                 config: raw.config,
+                reuse,
             };
             for topic in spec.publishes.iter().chain(&spec.subscribes) {
                 if let Err(e) = crate::capabilities::services::check_topic(topic) {
@@ -256,6 +274,39 @@ impl Manifest {
     pub fn builtin() -> Manifest {
         Manifest::from_str(DEFAULT_MANIFEST).expect("the built-in manifest is valid")
     }
+}
+
+/// The reuse settings of component `name`, if it asks for reuse.
+fn check_reuse(
+    name: &str,
+    reuse: Option<u32>,
+    idle_ms: Option<u64>,
+    max_concurrency: usize,
+) -> anyhow::Result<Option<Reuse>> {
+    let Some(max_uses) = reuse else {
+        if idle_ms.is_some() {
+            bail!(
+                "component `{name}`: reuse_idle_ms applies only to reused instances; set reuse = N as well, or remove reuse_idle_ms"
+            );
+        }
+        return Ok(None);
+    };
+    if !(1..=MAX_REUSE).contains(&max_uses) {
+        bail!(
+            "component `{name}`: reuse must be between 1 and {MAX_REUSE} requests per instance, got {max_uses}; remove it for a fresh instance per request"
+        );
+    }
+    let idle_ms = idle_ms.unwrap_or(DEFAULT_REUSE_IDLE_MS);
+    if !(1..=MAX_REUSE_IDLE_MS).contains(&idle_ms) {
+        bail!(
+            "component `{name}`: reuse_idle_ms must be between 1 and {MAX_REUSE_IDLE_MS}, got {idle_ms}"
+        );
+    }
+    Ok(Some(Reuse {
+        max_uses,
+        idle: Duration::from_millis(idle_ms),
+        max_idle: max_concurrency,
+    }))
 }
 
 fn check_name(name: &str) -> anyhow::Result<()> {
@@ -340,7 +391,7 @@ mod tests {
     fn unknown_fields_are_rejected() {
         check_err(
             "[components.a]\nwasm = \"a.wasm\"\nroutes = [\"/a\"]\nroute = \"/b\"\n",
-            "unknown field `route`, expected one of `wasm`, `routes`, `timeout_ms`, `max_memory_mb`, `max_concurrency`, `calls`, `publishes`, `subscribes`, `strip_prefix`, `outbound`, `config`",
+            "unknown field `route`, expected one of `wasm`, `routes`, `timeout_ms`, `max_memory_mb`, `max_concurrency`, `calls`, `publishes`, `subscribes`, `strip_prefix`, `outbound`, `config`, `reuse`, `reuse_idle_ms`",
         );
         check_err(
             "colour = 1\n",
@@ -436,6 +487,62 @@ mod tests {
         check_err(
             &format!("{}max_memory_mb = 5000\n", component("a", "[\"/a\"]")),
             "component `a`: max_memory_mb must be between 1 and 4096, got 5000",
+        );
+    }
+
+    #[test]
+    fn reuse_is_off_unless_asked_for() {
+        let m = Manifest::from_str(&component("a", "[\"/a\"]")).unwrap();
+        assert_eq!(m.components["a"].reuse, None);
+        let m = Manifest::from_str(&format!(
+            "{}max_concurrency = 7\nreuse = 1000\n",
+            component("a", "[\"/a\"]")
+        ))
+        .unwrap();
+        assert_eq!(
+            m.components["a"].reuse,
+            Some(Reuse {
+                max_uses: 1000,
+                idle: Duration::from_millis(DEFAULT_REUSE_IDLE_MS),
+                max_idle: 7,
+            })
+        );
+        let m = Manifest::from_str(&format!(
+            "{}reuse = 5\nreuse_idle_ms = 250\n",
+            component("a", "[\"/a\"]")
+        ))
+        .unwrap();
+        let reuse = m.components["a"].reuse.unwrap();
+        assert_eq!(
+            (reuse.max_uses, reuse.idle),
+            (5, Duration::from_millis(250))
+        );
+    }
+
+    #[test]
+    fn reuse_settings_are_checked() {
+        check_err(
+            &format!("{}reuse = 0\n", component("a", "[\"/a\"]")),
+            "component `a`: reuse must be between 1 and 1000000 requests per instance, got 0; remove it for a fresh instance per request",
+        );
+        check_err(
+            &format!("{}reuse = 1000001\n", component("a", "[\"/a\"]")),
+            "component `a`: reuse must be between 1 and 1000000 requests per instance, got 1000001; remove it for a fresh instance per request",
+        );
+        check_err(
+            &format!(
+                "{}reuse = 10\nreuse_idle_ms = 0\n",
+                component("a", "[\"/a\"]")
+            ),
+            "component `a`: reuse_idle_ms must be between 1 and 3600000, got 0",
+        );
+        check_err(
+            &format!("{}reuse_idle_ms = 100\n", component("a", "[\"/a\"]")),
+            "component `a`: reuse_idle_ms applies only to reused instances; set reuse = N as well, or remove reuse_idle_ms",
+        );
+        check_err(
+            &format!("{}reuse = -1\n", component("a", "[\"/a\"]")),
+            "invalid value: integer `-1`, expected u32",
         );
     }
 

@@ -90,6 +90,11 @@ pub struct Metrics {
     pub events_published: Counter,
     pub calls: Family<CallLabels, Counter>,
     pub pool_full: Family<ComponentLabels, Counter>,
+    /// Calls of a component with `reuse` set that found an idle instance.
+    pub reuse_hits: Family<ComponentLabels, Counter>,
+    /// Calls of a component with `reuse` set that instantiated afresh.
+    pub reuse_misses: Family<ComponentLabels, Counter>,
+    pub reuse_idle: Family<ComponentLabels, Gauge>,
 }
 
 /// Every kind of key-value operation the `kv` capability times; each has
@@ -139,6 +144,9 @@ impl Metrics {
             events_published: Counter::default(),
             calls: Family::default(),
             pool_full: Family::default(),
+            reuse_hits: Family::default(),
+            reuse_misses: Family::default(),
+            reuse_idle: Family::default(),
             registry: Registry::default(),
         };
         for op in KV_OPS {
@@ -220,6 +228,21 @@ impl Metrics {
             "Calls refused with 503 because the instance pool had no free slot, by component",
             metrics.pool_full.clone(),
         );
+        registry.register(
+            "reuse_hits",
+            "Calls served by an idle instance kept for reuse, by component",
+            metrics.reuse_hits.clone(),
+        );
+        registry.register(
+            "reuse_misses",
+            "Calls of a component with reuse on that found no idle instance, by component",
+            metrics.reuse_misses.clone(),
+        );
+        registry.register(
+            "reuse_idle_instances",
+            "Instances kept idle for reuse, by component",
+            metrics.reuse_idle.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -246,9 +269,12 @@ impl Metrics {
             &self.swaps,
             &self.swaps_rejected,
             &self.pool_full,
+            &self.reuse_hits,
+            &self.reuse_misses,
         ] {
             drop(family.get_or_create(&labels));
         }
+        drop(self.reuse_idle.get_or_create(&labels));
         drop(self.request_seconds.get_or_create(&labels));
         drop(self.instantiate_seconds.get_or_create(&labels));
         for outcome in DELIVERY_OUTCOMES {

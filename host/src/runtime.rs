@@ -1,7 +1,8 @@
 //! The wasmtime side: one [`Engine`] with the pooling allocator and epoch
 //! interruption, components compiled and pre-instantiated once at load, and
 //! a fresh [`Store`] and instance for every call so no request can see
-//! another's memory. Nothing compiles on the request path.
+//! another's memory, unless the component opted into reuse (`reuse.rs`).
+//! Nothing compiles on the request path.
 
 use crate::bindings::exports::berth::service::{handler, subscriber};
 use crate::bindings::{Event, Request, Response, Service};
@@ -9,6 +10,7 @@ use crate::compile_cache::CompileCache;
 use crate::executor::Executor;
 use crate::invocation::Invocation;
 use crate::metrics::{Metrics, metrics};
+use crate::reuse::{Pool, Pools, Reuse, Warm};
 use crate::store::WriteBatch;
 use crate::wasi_http::HttpInvocation;
 use anyhow::{Context as _, anyhow};
@@ -98,6 +100,8 @@ pub struct CallLimits {
     /// Calls running at once, across HTTP requests and calls from other
     /// components; one more is refused at once rather than queued.
     pub concurrency: Arc<Semaphore>,
+    /// Keep instances for later calls (`None`: a fresh one per call).
+    pub reuse: Option<Reuse>,
 }
 
 impl CallLimits {
@@ -106,7 +110,14 @@ impl CallLimits {
             timeout,
             max_memory_bytes,
             concurrency: Arc::new(Semaphore::new(max_concurrency)),
+            reuse: None,
         }
+    }
+
+    /// The same limits, with instances reused as `reuse` says.
+    pub fn with_reuse(mut self, reuse: Option<Reuse>) -> CallLimits {
+        self.reuse = reuse;
+        self
     }
 }
 
@@ -119,6 +130,9 @@ pub struct Runtime {
     /// store data of their own (no `kv` transaction; the HTTP context).
     http_linker: Arc<Linker<HttpInvocation>>,
     cache: Option<Arc<CompileCache>>,
+    /// Every component's idle instances, evicted when the instance pool is
+    /// full.
+    pools: Arc<Pools>,
     /// Stops the epoch thread when the last clone is dropped.
     _ticker: Arc<EpochTicker>,
 }
@@ -171,6 +185,7 @@ impl Runtime {
             linker: Arc::new(linker),
             http_linker: Arc::new(http_linker),
             cache,
+            pools: Pools::start()?,
             _ticker: Arc::new(ticker),
         })
     }
@@ -245,6 +260,11 @@ impl Runtime {
             .exports(&self.engine)
             .any(|(export, _)| export.starts_with("wasi:http/incoming-handler@0.2."));
         if wasi_http {
+            if limits.reuse.is_some() {
+                anyhow::bail!(
+                    "component `{name}` is a wasi:http component, and `reuse` applies only to berth:service components so far: remove `reuse` from its manifest entry"
+                );
+            }
             let linked =
                 crate::wasi_http::link(&self.engine, &self.http_linker, name, component, limits)?;
             return Ok(Executor::Http(linked));
@@ -273,6 +293,11 @@ impl Runtime {
             })?;
         let subscriber = subscriber::GuestIndices::new(&pre).ok();
         metrics().component_loaded(name);
+        let reuse = limits.reuse.map(|config| {
+            let pool = Arc::new(Pool::new(name, config));
+            self.pools.register(&pool);
+            pool
+        });
         let instantiate_seconds = metrics()
             .instantiate_seconds
             .get_or_create(&Metrics::component(name))
@@ -285,6 +310,8 @@ impl Runtime {
             handler,
             subscriber,
             limits,
+            reuse,
+            pools: self.pools.clone(),
         })
     }
 }
@@ -301,6 +328,10 @@ pub struct LoadedComponent {
     /// This component's series of the instantiation histogram, looked up
     /// once rather than on every call.
     instantiate_seconds: Histogram,
+    /// This version's idle instances, when the component reuses them.
+    reuse: Option<Arc<Pool>>,
+    /// Every component's idle instances, given up when the pool is full.
+    pools: Arc<Pools>,
 }
 
 /// Why a call produced no response.
@@ -345,21 +376,48 @@ impl LoadedComponent {
         self.subscriber.is_some()
     }
 
-    /// Run the handler in a fresh instance. On success, returns the response
-    /// and the writes to commit before sending it.
+    /// Whether this version keeps instances for later calls.
+    pub fn reuses(&self) -> bool {
+        self.reuse.is_some()
+    }
+
+    /// This version is no longer live: drop its idle instances now, and
+    /// its busy ones when their calls end. (It may be kept for rollback,
+    /// and must not hold pool slots meanwhile.)
+    pub fn retire(&self) {
+        if let Some(pool) = &self.reuse {
+            pool.retire();
+        }
+    }
+
+    /// This version is live again (a rollback): reuse its instances again.
+    pub fn revive(&self) {
+        if let Some(pool) = &self.reuse {
+            pool.revive();
+        }
+    }
+
+    /// Run the handler in a fresh instance, or an idle one when the
+    /// component reuses them. On success, returns the response and the
+    /// writes to commit before sending it.
     pub async fn call(
         &self,
         env: CallEnv,
         request: &Request,
     ) -> Result<(Response, WriteBatch), CallError> {
-        let mut store = self.new_store(env);
+        let Ready {
+            mut store,
+            instance,
+            uses,
+        } = self.ready(env).await;
         let outcome = async {
-            let instance = self.instantiate(&mut store).await?;
+            let instance = instance?;
             let handler = self.handler.load(&mut store, &instance)?;
-            handler.call_handle(&mut store, request).await
+            let response = handler.call_handle(&mut store, request).await?;
+            Ok((response, instance))
         }
         .await;
-        self.finish(outcome, store)
+        self.finish(outcome, store, uses)
     }
 
     /// Run the event handler in a fresh instance. `Ok(Err(reason))` means
@@ -373,14 +431,59 @@ impl LoadedComponent {
             let refusal = format!("component `{}` does not export an event handler", self.name);
             return Ok((Err(refusal), WriteBatch::default()));
         };
-        let mut store = self.new_store(env);
+        let Ready {
+            mut store,
+            instance,
+            uses,
+        } = self.ready(env).await;
         let outcome = async {
-            let instance = self.instantiate(&mut store).await?;
+            let instance = instance?;
             let subscriber = subscriber.load(&mut store, &instance)?;
-            subscriber.call_on_event(&mut store, event).await
+            let outcome = subscriber.call_on_event(&mut store, event).await?;
+            Ok((outcome, instance))
         }
         .await;
-        self.finish(outcome, store)
+        self.finish(outcome, store, uses)
+    }
+
+    /// A store and instance for one call: an idle one when the component
+    /// reuses instances and one is waiting, else a fresh one. A fresh one
+    /// that finds the instance pool full gets one more try after every
+    /// idle instance is dropped, so kept instances never turn a call away.
+    async fn ready(&self, env: CallEnv) -> Ready {
+        // The deadline is this component's own, or the caller's if sooner.
+        let deadline = env.deadline.min(Instant::now() + self.limits.timeout);
+        if let Some(warm) = self.reuse.as_ref().and_then(|pool| pool.take()) {
+            let Warm {
+                mut store,
+                instance,
+                uses,
+                ..
+            } = warm;
+            store.data_mut().renew(env, deadline);
+            store.set_epoch_deadline(1);
+            return Ready {
+                store,
+                instance: Ok(instance),
+                uses,
+            };
+        }
+        let mut store = self.new_store(env, deadline);
+        let mut instance = self.instantiate(&mut store).await;
+        if matches!(&instance, Err(e) if e.is::<PoolConcurrencyLimitError>())
+            && self.pools.evict_idle() > 0
+        {
+            // The failed attempt may have left part of an instance in the
+            // store; start over with a new one.
+            let env = store.into_data().env;
+            store = self.new_store(env, deadline);
+            instance = self.instantiate(&mut store).await;
+        }
+        Ready {
+            store,
+            instance,
+            uses: 0,
+        }
     }
 
     async fn instantiate(&self, store: &mut Store<Invocation>) -> wasmtime::Result<Instance> {
@@ -391,9 +494,7 @@ impl LoadedComponent {
         Ok(instance)
     }
 
-    fn new_store(&self, env: CallEnv) -> Store<Invocation> {
-        // The deadline is this component's own, or the caller's if sooner.
-        let deadline = env.deadline.min(Instant::now() + self.limits.timeout);
+    fn new_store(&self, env: CallEnv, deadline: Instant) -> Store<Invocation> {
         let invocation = Invocation::new(
             self.name.clone(),
             env,
@@ -407,9 +508,11 @@ impl LoadedComponent {
         // It yields through tokio's `yield_now`, which puts the task behind
         // the others and lets the I/O driver run first; a plain wake would
         // run the guest again at once and starve every other connection.
+        // The deadline is read from the store data, which a reused
+        // instance renews for each call.
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline {
+        store.epoch_deadline_callback(|store| {
+            Ok(if Instant::now() >= store.data().deadline {
                 UpdateDeadline::Interrupt
             } else {
                 UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
@@ -418,10 +521,13 @@ impl LoadedComponent {
         store
     }
 
+    /// Turn a call's outcome into its result, and keep the instance for
+    /// reuse if it answered cleanly (a trapped or timed-out one never is).
     fn finish<R>(
         &self,
-        outcome: wasmtime::Result<R>,
-        store: Store<Invocation>,
+        outcome: wasmtime::Result<(R, Instance)>,
+        mut store: Store<Invocation>,
+        uses: u32,
     ) -> Result<(R, WriteBatch), CallError> {
         let printed = store.data().printed();
         let trapped =
@@ -433,7 +539,13 @@ impl LoadedComponent {
             tracing::warn!(target: "component", component = &*self.name, request_id, "stderr: {printed}");
         }
         match outcome {
-            Ok(value) => Ok((value, store.into_data().into_batch())),
+            Ok((value, instance)) => {
+                let batch = store.data_mut().take_batch();
+                if let Some(pool) = &self.reuse {
+                    pool.give_back(Warm::new(store, instance, uses + 1));
+                }
+                Ok((value, batch))
+            }
             Err(e) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
                 metrics()
                     .timeouts
@@ -470,6 +582,15 @@ impl LoadedComponent {
             })),
         }
     }
+}
+
+/// What [`LoadedComponent::ready`] hands a call.
+struct Ready {
+    store: Store<Invocation>,
+    /// The instance, or why there is none (a trap, a full pool).
+    instance: wasmtime::Result<Instance>,
+    /// Calls the instance served before this one.
+    uses: u32,
 }
 
 /// A thread that advances the engine's epoch every [`EPOCH_TICK`].

@@ -25,6 +25,7 @@ mod orders;
 mod pg;
 mod rabbitmq;
 mod replicas;
+mod reuse;
 mod shutdown;
 mod store_integrity;
 mod store_locking;

@@ -4,7 +4,8 @@
 //! `synchronous=FULL`, group commit) and with the same durability: a write
 //! is answered only once its commit is on disk.
 //!
-//! It does the work the users and orders components do, in the same shape:
+//! It does the work the users and orders components do, in the same shape
+//! (a list is the first page of a key range):
 //! records are JSON under `user/<20-digit id>`, ids come from a counter, a
 //! new record is inserted only if its key is absent, and an order checks
 //! that its user exists. `--commit serial` lets one commit run at a time,
@@ -12,7 +13,7 @@
 //! against.
 
 use anyhow::Context as _;
-use berth::store::{Commit, SqliteStore, Store, WriteBatch};
+use berth::store::{Commit, Scan, SqliteStore, Store, WriteBatch};
 use bytes::Bytes;
 use clap::Parser;
 use http_body_util::{BodyExt as _, Full};
@@ -109,6 +110,31 @@ impl Baseline {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (req.method(), segments.as_slice()) {
             (&Method::GET, ["static"]) => reply(StatusCode::OK, FIXED.to_vec()),
+            // A first page of users, as the users component lists them:
+            // a key range of at most 100 records and 1 MiB.
+            (&Method::GET, ["users"]) => {
+                let scan = Scan {
+                    prefix: "user/",
+                    after: None,
+                    limit: 100,
+                    max_bytes: 1024 * 1024,
+                    values: true,
+                };
+                match self.store.scan("users", &scan).await {
+                    Ok(page) => {
+                        let mut body = b"[".to_vec();
+                        for (i, (_, record)) in page.entries.iter().enumerate() {
+                            if i > 0 {
+                                body.push(b',');
+                            }
+                            body.extend_from_slice(record);
+                        }
+                        body.push(b']');
+                        reply(StatusCode::OK, body)
+                    }
+                    Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+                }
+            }
             (&Method::GET, ["users", id]) => match id.parse::<u64>() {
                 Ok(id) => match self.store.get("users", &user_key(id)).await {
                     Ok(Some(record)) => reply(StatusCode::OK, record),

@@ -43,9 +43,11 @@ impl KvTxn {
         }
     }
 
-    /// The writes to commit once the handler has returned.
-    pub fn into_batch(self) -> WriteBatch {
-        self.batch
+    /// The writes to commit once the handler has returned, leaving the
+    /// transaction empty.
+    pub fn take_batch(&mut self) -> WriteBatch {
+        self.write_bytes = 0;
+        std::mem::take(&mut self.batch)
     }
 
     /// The value as this request sees it, and whether it came from the store

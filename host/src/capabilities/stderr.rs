@@ -26,6 +26,14 @@ impl CapturedStderr {
         buffer.extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 
+    /// Forget what was written, for the next call of a reused instance.
+    pub fn clear(&self) {
+        self.buffer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// What the guest wrote, lossily decoded, without trailing whitespace.
     pub fn text(&self) -> String {
         let buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
