@@ -572,6 +572,7 @@ fn runtime() -> anyhow::Result<&'static Runtime> {
                 max_instances: 64,
                 max_memory_bytes: DEFAULT_MEMORY,
                 cache_dir: None,
+                ..EngineConfig::default()
             };
             Runtime::new(&config).map_err(|e| format!("{e:#}"))
         })

@@ -77,6 +77,83 @@ pub enum Following {
     Rejected { sha256: String, reason: String },
 }
 
+/// One component of a manifest, compiled and linked.
+pub struct Compiled {
+    pub name: String,
+    /// Hex SHA-256 of its wasm.
+    pub sha256: String,
+    pub component: Executor,
+    pub limits: CallLimits,
+}
+
+/// Read, compile (or load from the compile cache) and link every component
+/// of `manifest`, several at once: a cold compile spreads over the cores by
+/// itself, but reading the file, checking its imports, loading a cached
+/// compilation and linking are serial, and an interpreter component's take
+/// seconds. The first component (in name order) that fails gives the error.
+pub fn compile_all(manifest: &Manifest, runtime: &Runtime) -> anyhow::Result<Vec<Compiled>> {
+    let specs: Vec<_> = manifest.components.iter().collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .clamp(1, specs.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut outcomes: Vec<(usize, anyhow::Result<Compiled>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((name, spec)) = specs.get(i) else {
+                            return done;
+                        };
+                        done.push((i, compile_one(name, spec, runtime)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| match worker.join() {
+                Ok(done) => done,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    });
+    outcomes.sort_by_key(|(i, _)| *i);
+    outcomes.into_iter().map(|(_, outcome)| outcome).collect()
+}
+
+/// The most an instance of any of the manifest's components takes from the
+/// instance pool, to size it before compiling; a file that cannot be read
+/// or parsed counts as the defaults (compiling it then says what is wrong).
+pub fn pool_needs(manifest: &Manifest) -> crate::runtime::Needs {
+    manifest
+        .components
+        .iter()
+        .filter_map(|(name, spec)| read_wasm(name, &spec.wasm).ok())
+        .filter_map(|wasm| crate::shape::needs(&wasm).ok())
+        .fold(crate::runtime::PER_INSTANCE, crate::runtime::Needs::max)
+}
+
+fn compile_one(
+    name: &str,
+    spec: &crate::manifest::ComponentSpec,
+    runtime: &Runtime,
+) -> anyhow::Result<Compiled> {
+    let wasm = read_wasm(name, &spec.wasm)?;
+    let limits = CallLimits::new(spec.timeout, spec.max_memory_bytes, spec.max_concurrency)
+        .with_reuse(spec.reuse);
+    let sha256 = sha256_hex(&wasm);
+    let component = runtime.load(name, &wasm, &sha256, limits.clone())?;
+    Ok(Compiled {
+        name: name.to_string(),
+        sha256,
+        component,
+        limits,
+    })
+}
+
 /// One loaded version of a component.
 pub struct Version {
     pub component: Arc<Executor>,
@@ -159,14 +236,16 @@ impl App {
     ) -> anyhow::Result<App> {
         let mut components = HashMap::new();
         let mut routes = Vec::new();
-        for (name, spec) in &manifest.components {
-            let wasm = read_wasm(name, &spec.wasm)?;
-            let limits = CallLimits::new(spec.timeout, spec.max_memory_bytes, spec.max_concurrency)
-                .with_reuse(spec.reuse);
-            let sha256 = sha256_hex(&wasm);
-            let loaded = runtime.load(name, &wasm, &sha256, limits.clone())?;
+        for compiled in compile_all(manifest, runtime)? {
+            let Compiled {
+                name,
+                sha256,
+                component,
+                limits,
+            } = compiled;
+            let spec = &manifest.components[&name];
             let slot = Slot {
-                live: ArcSwap::from_pointee(Version::new(loaded, sha256)),
+                live: ArcSwap::from_pointee(Version::new(component, sha256)),
                 previous: Mutex::new(None),
                 routes: spec.routes.clone(),
                 strip_prefix: spec.strip_prefix,
@@ -174,8 +253,8 @@ impl App {
                 source: spec.wasm.clone(),
                 following: Mutex::new(Following::Live),
             };
-            components.insert(name.clone(), slot);
             routes.extend(spec.routes.iter().map(|r| (r.clone(), name.clone())));
+            components.insert(name, slot);
         }
         Ok(App {
             router: Router::new(routes),

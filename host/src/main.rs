@@ -16,7 +16,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Serve microservices as sandboxed WebAssembly components.
 #[derive(Parser)]
@@ -42,10 +42,26 @@ enum LogFormat {
 enum Command {
     /// Load the manifest's components and serve them over HTTP.
     Serve(ServeArgs),
+    /// Compile the manifest's components into a compile cache and exit, so
+    /// that `berth serve --cache-dir DIR` (an image built with it, say)
+    /// starts without compiling.
+    Compile(CompileArgs),
     /// See and retry events that exhausted their delivery attempts. Works on
     /// the store directly, whether or not a server is running on it.
     #[command(subcommand)]
     DeadLetters(DeadLettersCommand),
+}
+
+#[derive(clap::Args)]
+struct CompileArgs {
+    /// The manifest whose components to compile; without it, the built-in
+    /// users and orders.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// The compile cache to fill: the directory `berth serve --cache-dir`
+    /// will read (with an embedded store and no --cache-dir, `DATA/compiled`).
+    #[arg(long)]
+    cache_dir: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -169,6 +185,12 @@ struct ServeArgs {
         value_parser = clap::value_parser!(u32).range(0..=64)
     )]
     max_call_depth: u32,
+    /// MiB of each pooled linear memory kept mapped between instances and
+    /// reset in place: instances start faster when it covers what a
+    /// component's heap starts with (an interpreter's 12 MiB, say), and
+    /// each idle pool slot may hold that much memory.
+    #[arg(long, default_value_t = 1, value_parser = usize_in(0..=1024))]
+    keep_resident_mb: usize,
     /// Delivery attempts before an event goes to the dead-letter list (with
     /// --broker, the subscriber's dead-letter queue).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -263,6 +285,7 @@ fn main() -> std::process::ExitCode {
     berth::logging::install_request_log(stderr.clone(), format);
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Compile(args) => compile(args),
         Command::DeadLetters(command) => dead_letters(command),
     };
     stderr.flush_now();
@@ -329,6 +352,56 @@ async fn open_outbox(args: &StoreArgs) -> anyhow::Result<Arc<dyn berth::store::O
             Arc::new(SqliteStore::open(&args.data)?)
         }
     })
+}
+
+/// The pool's memory slots fit the largest `max_memory_mb`.
+fn largest_memory(manifest: &Manifest) -> usize {
+    manifest
+        .components
+        .values()
+        .map(|c| c.max_memory_bytes)
+        .max()
+        .unwrap_or(0)
+}
+
+/// `berth compile`: every component compiled (or found already) in the
+/// cache, one line each, or exit 1 naming the first that fails.
+fn compile(args: CompileArgs) -> anyhow::Result<()> {
+    let manifest = match &args.manifest {
+        Some(path) => Manifest::from_file(path)?,
+        None => Manifest::builtin(),
+    };
+    std::fs::create_dir_all(&args.cache_dir).with_context(|| {
+        format!(
+            "creating the compile cache directory {}",
+            args.cache_dir.display()
+        )
+    })?;
+    // Compiled code does not depend on the pool's size, only on the
+    // engine's code settings, which every Runtime shares: what this
+    // writes, `serve` finds whatever its flags.
+    let runtime = Runtime::new(&EngineConfig {
+        max_memory_bytes: largest_memory(&manifest),
+        per_instance: berth::app::pool_needs(&manifest),
+        cache_dir: Some(args.cache_dir.clone()),
+        ..EngineConfig::default()
+    })?;
+    let started = Instant::now();
+    for compiled in berth::app::compile_all(&manifest, &runtime)? {
+        println!(
+            "{}: {} ({})",
+            compiled.name,
+            compiled.sha256,
+            compiled.component.kind().as_str()
+        );
+    }
+    println!(
+        "compiled {} component(s) into {} in {:.1} s",
+        manifest.components.len(),
+        args.cache_dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -568,15 +641,12 @@ async fn start_up(
         }
     };
     startup.stage("loading components");
-    let max_memory = manifest
-        .components
-        .values()
-        .map(|c| c.max_memory_bytes)
-        .max()
-        .unwrap_or(0);
+    let max_memory = largest_memory(manifest);
     let engine_config = EngineConfig {
         max_instances: berth::runtime::pool_instances(args.max_in_flight, args.max_call_depth),
         max_memory_bytes: max_memory,
+        keep_resident_bytes: args.keep_resident_mb * 1024 * 1024,
+        per_instance: berth::app::pool_needs(manifest),
         cache_dir: Some(cache_dir),
     };
     let manifest = manifest.clone();

@@ -11,6 +11,7 @@ use crate::executor::Executor;
 use crate::invocation::Invocation;
 use crate::metrics::{Metrics, metrics};
 use crate::reuse::{Pool, Pools, Reuse, Warm};
+pub use crate::shape::Needs;
 use crate::store::WriteBatch;
 use crate::wasi_http::HttpInvocation;
 use anyhow::{Context as _, anyhow};
@@ -29,6 +30,10 @@ use wasmtime::{
 
 pub use crate::invocation::CallEnv;
 
+/// How much of each pooled linear memory stays mapped between instances
+/// unless `--keep-resident-mb` says otherwise.
+pub const DEFAULT_KEEP_RESIDENT: usize = 1024 * 1024;
+
 /// How often the epoch advances; deadlines are whole multiples of it.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 
@@ -40,6 +45,13 @@ pub struct EngineConfig {
     pub max_instances: u32,
     /// The largest linear memory any component may be given.
     pub max_memory_bytes: usize,
+    /// How much of each pooled linear memory stays mapped, and is reset in
+    /// place, between the instances that use it (see `Runtime::new`).
+    pub keep_resident_bytes: usize,
+    /// The most any one component's instance takes from the pool; the pool
+    /// holds `max_instances` of them, and a component needing more is
+    /// refused when it is compiled.
+    pub per_instance: Needs,
     /// Where to cache compiled components between runs; `None` compiles
     /// every time.
     pub cache_dir: Option<std::path::PathBuf>,
@@ -50,18 +62,29 @@ impl Default for EngineConfig {
         EngineConfig {
             max_instances: 256,
             max_memory_bytes: 64 * 1024 * 1024,
+            keep_resident_bytes: DEFAULT_KEEP_RESIDENT,
+            per_instance: PER_INSTANCE,
             cache_dir: None,
         }
     }
 }
 
-/// Core instances the pool keeps per component instance. A Rust guest has
-/// a handful (the guest plus small shims); an interpreter built as a
-/// component (componentize-py's Python, say) links many more modules.
-const CORE_INSTANCES_PER_INSTANCE: u32 = 20;
-/// Linear memories and tables per component instance, on the same reasoning.
-const MEMORIES_PER_INSTANCE: u32 = 4;
-const TABLES_PER_INSTANCE: u32 = 10;
+/// What the pool keeps per component instance unless the components need
+/// more: a Rust guest has a handful of core instances (the guest plus small
+/// shims), one memory and a few tables; an interpreter built as a component
+/// (componentize-py's Python, say) links many more modules.
+pub const PER_INSTANCE: Needs = Needs {
+    core_instances: 20,
+    memories: 4,
+    tables: 10,
+};
+/// Most of each a single component instance may take, whatever its wasm
+/// asks: a component beyond these is refused when it is compiled.
+const MAX_PER_INSTANCE: Needs = Needs {
+    core_instances: 1000,
+    memories: 64,
+    tables: 1000,
+};
 /// Most component instances the pool is sized for, whatever the flags ask:
 /// each has a fiber stack, and each stack two memory mappings (the stack
 /// and its guard), which must stay well inside the kernel's default limit
@@ -141,21 +164,34 @@ impl Runtime {
     pub fn new(config: &EngineConfig) -> anyhow::Result<Runtime> {
         let mut pool = PoolingAllocationConfig::new();
         let n = config.max_instances.clamp(1, MAX_POOL_INSTANCES);
+        // Each instance may take what the largest component needs, and no
+        // more, so the pool holds `n` of any component: past that, a call
+        // finds it full (503), never a component that cannot fit (500).
+        let each = config.per_instance.max(PER_INSTANCE);
+        let each = Needs {
+            core_instances: each.core_instances.min(MAX_PER_INSTANCE.core_instances),
+            memories: each.memories.min(MAX_PER_INSTANCE.memories),
+            tables: each.tables.min(MAX_PER_INSTANCE.tables),
+        };
         pool.total_component_instances(n)
-            .total_core_instances(n * CORE_INSTANCES_PER_INSTANCE)
-            .total_memories((n * MEMORIES_PER_INSTANCE).min(MAX_POOL_MEMORIES))
-            .total_tables(n * TABLES_PER_INSTANCE)
+            .max_core_instances_per_component(each.core_instances)
+            .max_memories_per_component(each.memories)
+            .max_tables_per_component(each.tables)
+            .total_core_instances(n.saturating_mul(each.core_instances))
+            .total_memories(n.saturating_mul(each.memories).min(MAX_POOL_MEMORIES))
+            .total_tables(n.saturating_mul(each.tables))
             // Every call runs on a fiber stack of its own, held while the
             // calls it makes run.
             .total_stacks(n)
             .max_memory_size(config.max_memory_bytes)
             // Keep the first pages of each slot mapped and reset them in
             // place; pagemap scanning finds the dirty ones so a reused slot
-            // costs only what the last request touched. 1 MiB covers what
-            // the guests here dirty per request (16 MiB measured no faster)
-            // and bounds what idle slots hold: at most 1 MiB each, however
-            // much a hostile guest grew.
-            .linear_memory_keep_resident(1024 * 1024)
+            // costs only what the last request touched. The default, 1 MiB,
+            // covers what the Rust guests here dirty per request (16 MiB
+            // measured no faster) and bounds what idle slots hold, however
+            // much a hostile guest grew; an interpreter whose heap starts at
+            // 12 MiB wants that much (`--keep-resident-mb`).
+            .linear_memory_keep_resident(config.keep_resident_bytes)
             .table_keep_resident(64 * 1024)
             .pagemap_scan(wasmtime::Enabled::Auto);
         let mut cfg = Config::new();
@@ -255,6 +291,7 @@ impl Runtime {
         component: &Component,
         limits: CallLimits,
     ) -> anyhow::Result<Executor> {
+        check_memory(name, component, &limits)?;
         let wasi_http = component
             .component_type()
             .exports(&self.engine)
@@ -314,6 +351,28 @@ impl Runtime {
             pools: self.pools.clone(),
         })
     }
+}
+
+/// Refuse a component whose linear memory starts larger than its
+/// `max_memory_mb`: it could never be instantiated, and every request to it
+/// would fail with a 500. (An interpreter's heap starts at 12 MiB or more.)
+fn check_memory(name: &str, component: &Component, limits: &CallLimits) -> anyhow::Result<()> {
+    const PAGE: u64 = 64 * 1024;
+    const MIB: u64 = 1024 * 1024;
+    let initial = component
+        .resources_required()
+        .and_then(|needs| needs.max_initial_memory_size)
+        .map_or(0, |pages| pages.saturating_mul(PAGE));
+    let cap = u64::try_from(limits.max_memory_bytes).unwrap_or(u64::MAX);
+    if initial > cap {
+        anyhow::bail!(
+            "component `{name}` starts with {:.1} MiB of linear memory, more than its max_memory_mb of {}: set max_memory_mb to at least {} in its manifest entry",
+            initial as f64 / MIB as f64,
+            cap / MIB,
+            initial.div_ceil(MIB)
+        );
+    }
+    Ok(())
 }
 
 /// A compiled, linked component ready to instantiate.

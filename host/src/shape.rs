@@ -107,6 +107,56 @@ fn top_level(wasm: &[u8]) -> Result<(Vec<String>, Vec<String>), String> {
     Ok((imports, exports))
 }
 
+/// What one instance of a component takes from the instance pool: core
+/// instances, and the linear memories and tables its core modules define.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Needs {
+    pub core_instances: u32,
+    pub memories: u32,
+    pub tables: u32,
+}
+
+impl Needs {
+    /// The larger of each count.
+    pub fn max(self, other: Needs) -> Needs {
+        Needs {
+            core_instances: self.core_instances.max(other.core_instances),
+            memories: self.memories.max(other.memories),
+            tables: self.tables.max(other.tables),
+        }
+    }
+}
+
+/// Count what an instance of `wasm` takes from the pool: every core module
+/// instantiation, and the memories and tables of every core module, at any
+/// depth. (A module instantiated twice counts its memories once; wasmtime
+/// checks the real counts when it compiles, and refuses a component that
+/// exceeds them.)
+pub fn needs(wasm: &[u8]) -> Result<Needs, String> {
+    let mut needs = Needs {
+        core_instances: 0,
+        memories: 0,
+        tables: 0,
+    };
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload.map_err(|e| e.to_string())? {
+            Payload::InstanceSection(reader) => {
+                for instance in reader {
+                    if let wasmparser::Instance::Instantiate { .. } =
+                        instance.map_err(|e| e.to_string())?
+                    {
+                        needs.core_instances += 1;
+                    }
+                }
+            }
+            Payload::MemorySection(reader) => needs.memories += reader.count(),
+            Payload::TableSection(reader) => needs.tables += reader.count(),
+            _ => {}
+        }
+    }
+    Ok(needs)
+}
+
 fn list(names: &[String]) -> String {
     if names.is_empty() {
         return "nothing".into();
@@ -117,6 +167,24 @@ fn list(names: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Rust component's counts, read from the wasm, match what the
+    /// engine finds when it compiles it, and fit the pool's defaults.
+    #[test]
+    fn needs_counts_what_the_engine_finds() {
+        let needs = needs(crate::builtin::USERS).unwrap();
+        let engine = wasmtime::Engine::default();
+        let component =
+            wasmtime::component::Component::new(&engine, crate::builtin::USERS).unwrap();
+        let found = component.resources_required().unwrap();
+        assert_eq!(needs.memories, found.num_memories, "{needs:?}");
+        assert_eq!(needs.tables, found.num_tables, "{needs:?}");
+        assert!(needs.core_instances >= 2, "{needs:?}");
+        assert_eq!(
+            needs.max(crate::runtime::PER_INSTANCE),
+            crate::runtime::PER_INSTANCE
+        );
+    }
 
     #[test]
     fn imports_are_matched_by_package_and_version() {

@@ -138,3 +138,29 @@ fn port_in_use_is_reported() {
 fn berth_users_wasm() -> &'static [u8] {
     berth::builtin::USERS
 }
+
+/// A component whose memory starts larger than its `max_memory_mb` could
+/// never be instantiated: it is refused at start-up, with the size to ask
+/// for, instead of failing every request with a 500. (Another component's
+/// larger cap sizes the pool, so the engine alone would not refuse it.)
+#[test]
+fn a_component_whose_memory_starts_past_its_cap_is_refused() {
+    let dir = data_dir();
+    let manifest = write_file(
+        dir.path(),
+        "berth.toml",
+        "[components.users]\nwasm = \"builtin:users\"\nroutes = [\"/users\"]\nmax_memory_mb = 1\n\n[components.orders]\nwasm = \"builtin:orders\"\nroutes = [\"/orders\"]\nmax_memory_mb = 64\n",
+    );
+    let stderr = refused(&["--manifest", manifest.to_str().unwrap()]);
+    assert!(
+        stderr.contains("component `users` starts with")
+            && stderr.contains("more than its max_memory_mb of 1: set max_memory_mb to at least 2"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn keep_resident_is_bounded() {
+    let stderr = refused(&["--keep-resident-mb", "4096"]);
+    assert!(stderr.contains("--keep-resident-mb"), "{stderr}");
+}

@@ -50,6 +50,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_instances: 256,
         max_memory_bytes: 32 * 1024 * 1024,
         cache_dir: None,
+        ..EngineConfig::default()
     })?;
     let limits = || CallLimits::new(Duration::from_secs(10), 32 * 1024 * 1024, 128);
     let fixed =
