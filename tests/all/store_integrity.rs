@@ -70,9 +70,15 @@ fn a_damaged_database_page_stops_start_up_with_a_message() {
             )
         });
     assert_eq!(status.code(), Some(1), "{}", server.stderr());
-    let stderr = server.stderr();
+    // The reader thread may still be copying the last lines once the
+    // process has exited.
+    let said = |s: &str| s.contains("is damaged") && s.contains("integrity check failed");
+    let stderr = eventually(Duration::from_secs(10), || {
+        Some(server.stderr()).filter(|s| said(s))
+    })
+    .unwrap_or_else(|| server.stderr());
     assert!(
-        stderr.contains("is damaged") && stderr.contains("integrity check failed"),
+        said(&stderr),
         "stderr does not say what is wrong:\n{stderr}"
     );
 }

@@ -562,7 +562,19 @@ fn a_streamed_response_holds_its_concurrency_slot_until_the_guest_ends() {
         &[],
     );
     let addr = s.berth.addr;
-    let slow = std::thread::spawn(move || request_at(addr, "GET", "/hello/slow", &[], b""));
+    // The probes below may take the one slot first: the slow request is
+    // then refused, and tried again (a bounded number of times).
+    let slow = std::thread::spawn(move || {
+        let mut reply = request_at(addr, "GET", "/hello/slow", &[], b"");
+        for _ in 0..20 {
+            if reply.status != 503 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            reply = request_at(addr, "GET", "/hello/slow", &[], b"");
+        }
+        reply
+    });
     // Its headers are out, but its guest still runs: the one slot is taken.
     let busy = crate::support::eventually(Duration::from_secs(5), || {
         let reply = s.berth.get("/hello");
