@@ -605,41 +605,50 @@ impl LoadedComponent {
                 }
                 Ok((value, batch))
             }
-            Err(e) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
-                metrics()
-                    .timeouts
-                    .get_or_create(&Metrics::component(&self.name))
-                    .inc();
-                Err(CallError::Timeout(self.limits.timeout))
-            }
-            Err(e) if e.is::<PoolConcurrencyLimitError>() => {
-                metrics()
-                    .pool_full
-                    .get_or_create(&Metrics::component(&self.name))
-                    .inc();
-                Err(CallError::PoolFull(format!(
-                    "the host has no free instance to run component `{}` ({e})",
-                    self.name
-                )))
-            }
-            Err(e) => Err(CallError::Trap({
-                metrics()
-                    .traps
-                    .get_or_create(&Metrics::component(&self.name))
-                    .inc();
-                TrapInfo {
-                    reason: match e.downcast_ref::<Trap>() {
-                        Some(trap) => trap.to_string(),
-                        None => e.to_string().lines().next().unwrap_or("").to_string(),
-                    },
-                    details: if printed.is_empty() {
-                        format!("{e:?}")
-                    } else {
-                        format!("{printed}\n{e:?}")
-                    },
-                }
-            })),
+            Err(e) => Err(CallError::from_guest(
+                &self.name,
+                e,
+                &printed,
+                self.limits.timeout,
+            )),
         }
+    }
+}
+
+impl CallError {
+    /// What a guest's run that failed with `e` means to its caller, counted
+    /// in the component's metrics: past its deadline (`timeout`), no free
+    /// instance in the pool, or a trap whose details hold the guest's
+    /// stderr (`printed`) and the wasm backtrace.
+    pub(crate) fn from_guest(
+        name: &str,
+        e: wasmtime::Error,
+        printed: &str,
+        timeout: Duration,
+    ) -> CallError {
+        let labels = Metrics::component(name);
+        if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            metrics().timeouts.get_or_create(&labels).inc();
+            return CallError::Timeout(timeout);
+        }
+        if e.is::<PoolConcurrencyLimitError>() {
+            metrics().pool_full.get_or_create(&labels).inc();
+            return CallError::PoolFull(format!(
+                "the host has no free instance to run component `{name}` ({e})"
+            ));
+        }
+        metrics().traps.get_or_create(&labels).inc();
+        CallError::Trap(TrapInfo {
+            reason: match e.downcast_ref::<Trap>() {
+                Some(trap) => trap.to_string(),
+                None => e.to_string().lines().next().unwrap_or("").to_string(),
+            },
+            details: if printed.is_empty() {
+                format!("{e:?}")
+            } else {
+                format!("{printed}\n{e:?}")
+            },
+        })
     }
 }
 

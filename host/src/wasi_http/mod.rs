@@ -19,9 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::oneshot;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{
-    Engine, PoolConcurrencyLimitError, Store, StoreLimitsBuilder, Trap, UpdateDeadline,
-};
+use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -285,27 +283,5 @@ fn classify(
         }
         return Ok(());
     };
-    let labels = Metrics::component(name);
-    if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        metrics().timeouts.get_or_create(&labels).inc();
-        return Err(CallError::Timeout(timeout));
-    }
-    if e.is::<PoolConcurrencyLimitError>() {
-        metrics().pool_full.get_or_create(&labels).inc();
-        return Err(CallError::PoolFull(format!(
-            "the host has no free instance to run component `{name}` ({e})"
-        )));
-    }
-    metrics().traps.get_or_create(&labels).inc();
-    Err(CallError::Trap(TrapInfo {
-        reason: match e.downcast_ref::<Trap>() {
-            Some(trap) => trap.to_string(),
-            None => e.to_string().lines().next().unwrap_or("").to_string(),
-        },
-        details: if printed.is_empty() {
-            format!("{e:?}")
-        } else {
-            format!("{printed}\n{e:?}")
-        },
-    }))
+    Err(CallError::from_guest(name, e, &printed, timeout))
 }
