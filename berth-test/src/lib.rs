@@ -6,8 +6,8 @@
 //!
 //! A component that sets `reuse` in its manifest should pass its tests with
 //! instances reused too: [`TestComponent::with_reuse`] turns reuse on for one
-//! component, and `BERTH_TEST_REUSE=N` in the environment for every one a
-//! test run loads (`BERTH_TEST_REUSE=1000 cargo test`).
+//! component, and `BERTH_TEST_REUSE=N` in the environment for every
+//! `berth:service` one a test run loads (`BERTH_TEST_REUSE=1000 cargo test`).
 //!
 //! ```no_run
 //! use berth_test::TestComponent;
@@ -132,7 +132,13 @@ impl TestComponent {
     /// A component from wasm bytes, under the namespace `name`.
     pub fn from_bytes(name: &str, wasm: &[u8]) -> anyhow::Result<TestComponent> {
         let compiled = compiled(name, wasm)?;
-        TestComponent::link(name, compiled, DEFAULT_TIMEOUT, reuse_from_env()?)
+        // Reuse is for berth:service components only, so the environment's
+        // setting leaves a wasi:http one as it is.
+        let reuse = match berth::shape::check(name, wasm) {
+            Ok(berth::executor::Kind::WasiHttp) => None,
+            _ => reuse_from_env()?,
+        };
+        TestComponent::link(name, compiled, DEFAULT_TIMEOUT, reuse)
     }
 
     fn link(
