@@ -302,12 +302,20 @@ impl Runtime {
                     "component `{name}` is a wasi:http component, and `reuse` applies only to berth:service components so far: remove `reuse` from its manifest entry"
                 );
             }
-            let linked =
-                crate::wasi_http::link(&self.engine, &self.http_linker, name, component, limits)?;
+            let linked = crate::wasi_http::link(
+                &self.engine,
+                &self.http_linker,
+                name,
+                component,
+                limits,
+                instantiate_seconds(name),
+            )?;
+            metrics().component_loaded(name);
             return Ok(Executor::Http(linked));
         }
-        self.link_service(name, component, limits)
-            .map(Executor::Service)
+        let linked = self.link_service(name, component, limits)?;
+        metrics().component_loaded(name);
+        Ok(Executor::Service(linked))
     }
 
     /// Link a compiled component against the host's imports and check that
@@ -329,19 +337,14 @@ impl Runtime {
                 format!("component `{name}` does not export `berth:service/handler` as the `service` world defines it")
             })?;
         let subscriber = subscriber::GuestIndices::new(&pre).ok();
-        metrics().component_loaded(name);
         let reuse = limits.reuse.map(|config| {
             let pool = Arc::new(Pool::new(name, config));
             self.pools.register(&pool);
             pool
         });
-        let instantiate_seconds = metrics()
-            .instantiate_seconds
-            .get_or_create(&Metrics::component(name))
-            .clone();
         Ok(LoadedComponent {
             name: name.into(),
-            instantiate_seconds,
+            instantiate_seconds: instantiate_seconds(name),
             engine: self.engine.clone(),
             pre,
             handler,
@@ -351,6 +354,15 @@ impl Runtime {
             pools: self.pools.clone(),
         })
     }
+}
+
+/// The component's series of the instantiation histogram, looked up once
+/// at link rather than on every call.
+pub(crate) fn instantiate_seconds(name: &str) -> Histogram {
+    metrics()
+        .instantiate_seconds
+        .get_or_create(&Metrics::component(name))
+        .clone()
 }
 
 /// Refuse a component whose linear memory starts larger than its

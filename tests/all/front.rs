@@ -121,12 +121,7 @@ fn a_stalled_admin_upload_gets_408() {
         &["--admin", "127.0.0.1:0", "--body-timeout-secs", "2"],
         &[("BERTH_ADMIN_TOKEN", token)],
     );
-    let admin: SocketAddr = berth
-        .next_line()
-        .strip_prefix("admin listening on http://")
-        .expect("the admin line")
-        .parse()
-        .unwrap();
+    let admin = berth.admin_addr();
     let head = format!(
         "PUT /components/users HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-length: 1000\r\n\r\n\0asm"
     );

@@ -297,12 +297,7 @@ impl Replica {
         args.extend_from_slice(extra);
         let (mut berth, logs) =
             Starting::spawn_command(command, &args, &[("BERTH_ADMIN_TOKEN", TOKEN)]).ready();
-        let line = berth.next_line();
-        let admin = line
-            .strip_prefix("admin listening on http://")
-            .unwrap_or_else(|| panic!("{name}: expected the admin line, got {line:?}"))
-            .parse()
-            .expect("address in the admin line");
+        let admin = berth.admin_addr();
         Replica {
             berth,
             admin,

@@ -257,6 +257,16 @@ impl Berth {
         let _ = self._stdout.read_line(&mut line);
         line.trim_end().to_string()
     }
+
+    /// The admin listener's address, from the line `--admin` makes berth
+    /// print next on stdout.
+    pub fn admin_addr(&mut self) -> SocketAddr {
+        let line = self.next_line();
+        line.strip_prefix("admin listening on http://")
+            .unwrap_or_else(|| panic!("expected the admin line, got {line:?}"))
+            .parse()
+            .expect("address in the admin line")
+    }
 }
 
 /// Send one request to `addr` (over a new connection) and parse the reply.

@@ -63,7 +63,7 @@ fn start(extra: &[&str]) -> Swappable {
     ];
     args.extend_from_slice(extra);
     let (mut berth, logs) = Berth::start_logged(&dir.path().join("data"), &args, &[]);
-    let admin = admin_addr(&mut berth);
+    let admin = berth.admin_addr();
     Swappable {
         berth,
         admin,
@@ -71,14 +71,6 @@ fn start(extra: &[&str]) -> Swappable {
         wasm,
         _dir: dir,
     }
-}
-
-fn admin_addr(berth: &mut Berth) -> SocketAddr {
-    let line = berth.next_line();
-    line.strip_prefix("admin listening on http://")
-        .unwrap_or_else(|| panic!("expected the admin line, got {line:?}"))
-        .parse()
-        .expect("address in the admin line")
 }
 
 impl Swappable {
@@ -382,7 +374,7 @@ fn admin_needs_the_right_token_and_is_not_on_the_public_port() {
         &["--admin", "127.0.0.1:0", "--admin-max-wasm-bytes", "1024"],
         &[("BERTH_ADMIN_TOKEN", TOKEN)],
     );
-    let admin = admin_addr(&mut berth);
+    let admin = berth.admin_addr();
     let unauthorized = |headers: &[(&str, &str)]| {
         let reply = request_at(admin, "GET", "/components", headers, b"");
         reply.assert_error(401, "Authorization: Bearer");

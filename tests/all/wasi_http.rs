@@ -47,12 +47,7 @@ fn serve(manifest: &str, extra: &[&str]) -> Served {
     ];
     args.extend_from_slice(extra);
     let (mut berth, logs) = Berth::start_logged(&dir.path().join("data"), &args, &[]);
-    let line = berth.next_line();
-    let admin = line
-        .strip_prefix("admin listening on http://")
-        .unwrap_or_else(|| panic!("expected the admin line, got {line:?}"))
-        .parse()
-        .unwrap();
+    let admin = berth.admin_addr();
     Served {
         berth,
         logs,
@@ -447,26 +442,22 @@ fn hot_swap_between_a_service_and_a_wasi_http_version_fails_no_request() {
             std::thread::sleep(Duration::from_millis(10));
         }
     };
+    let upload = |wasm: &[u8], round: usize| {
+        let reply = s.admin("PUT", "/components/swapper", wasm);
+        assert_eq!(
+            reply.status,
+            200,
+            "round {round}: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        wait_for_more(50);
+    };
     wait_for_more(50);
     for round in 0..3 {
-        let reply = s.admin("PUT", "/components/swapper", &http);
-        assert_eq!(
-            reply.status,
-            200,
-            "round {round}: {}",
-            String::from_utf8_lossy(&reply.body)
-        );
-        wait_for_more(50);
+        upload(&http, round);
         let kind = s.admin("GET", "/components", b"").json()[0]["kind"].clone();
         assert_eq!(kind, "wasi:http");
-        let reply = s.admin("PUT", "/components/swapper", &v1);
-        assert_eq!(
-            reply.status,
-            200,
-            "round {round}: {}",
-            String::from_utf8_lossy(&reply.body)
-        );
-        wait_for_more(50);
+        upload(&v1, round);
     }
     // Rollback crosses kinds too.
     assert_eq!(

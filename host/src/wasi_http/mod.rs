@@ -9,7 +9,6 @@ pub mod outbound;
 mod state;
 
 use crate::bindings::{Header, Request as WitRequest, Response as WitResponse};
-use crate::metrics::{Metrics, metrics};
 use crate::runtime::{CallEnv, CallError, CallLimits, TrapInfo};
 use anyhow::{Context as _, anyhow};
 use bytes::Bytes;
@@ -60,6 +59,7 @@ pub fn link(
     name: &str,
     component: &Component,
     limits: CallLimits,
+    instantiate_seconds: Histogram,
 ) -> anyhow::Result<HttpComponent> {
     let pre = linker
         .instantiate_pre(component)
@@ -70,11 +70,6 @@ pub fn link(
         .with_context(|| {
             format!("component `{name}` does not export `wasi:http/incoming-handler` as the `wasi:http/proxy` world defines it")
         })?;
-    metrics().component_loaded(name);
-    let instantiate_seconds = metrics()
-        .instantiate_seconds
-        .get_or_create(&Metrics::component(name))
-        .clone();
     Ok(HttpComponent {
         name: name.into(),
         engine: engine.clone(),

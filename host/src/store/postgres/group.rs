@@ -33,7 +33,7 @@ pub(super) fn groups_in_flight(pool_size: usize) -> usize {
 pub(super) struct Committer {
     queue: mpsc::UnboundedSender<Pending>,
     /// Group transactions begun, for the tests to see groups form.
-    #[cfg(test)]
+    #[cfg_attr(not(test), allow(dead_code))]
     groups: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -64,10 +64,7 @@ impl Committer {
             slots,
             Arc::clone(&groups),
         ));
-        #[cfg(test)]
-        return Committer { queue, groups };
-        #[cfg(not(test))]
-        Committer { queue }
+        Committer { queue, groups }
     }
 
     /// Group transactions begun so far.
