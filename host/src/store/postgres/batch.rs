@@ -87,6 +87,11 @@ async fn apply_pipelined(
     // before the delivery's row lock below, so no two commits wait for each
     // other in opposite orders.
     let (_, _, first_changed, recorded) = tokio::try_join!(
+        // In order, every poll: the statements go out in this order on
+        // the first, and the error reported is the first statement's
+        // (a lock timeout or deadlock), not the "transaction is
+        // aborted" of those pipelined after it.
+        biased;
         conn.batch_execute("BEGIN"),
         async { conn.execute(&st.lock, &[&locks]).await },
         async {

@@ -191,12 +191,17 @@ fn refused(code: &SqlState) -> bool {
 /// Errors that waiting may cure: a connection exception (class 08), too
 /// few resources (class 53: too many connections, a full disk, no memory),
 /// a server starting up or shutting down (57P01-57P03), a read-only
-/// server (a standby, or a primary during failover).
+/// server (a standby, or a primary during failover), a statement cancelled
+/// by `statement_timeout` (57014) or a lock not granted within
+/// `lock_timeout` (55P03).
 fn transient(code: &SqlState) -> bool {
     let code = code.code();
     code.starts_with("08")
         || code.starts_with("53")
-        || matches!(code, "57P01" | "57P02" | "57P03" | "25006")
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "25006" | "57014" | "55P03"
+        )
 }
 
 /// The connection was lost or never made: closed, or an I/O error

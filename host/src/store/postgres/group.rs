@@ -236,6 +236,11 @@ async fn apply_group(
             }
         });
         let (_, _, changed) = tokio::try_join!(
+            // In order, every poll: the statements go out in this order on
+            // the first, and the error reported is the first statement's
+            // (a lock timeout or deadlock), not the "transaction is
+            // aborted" of those pipelined after it.
+            biased;
             conn.batch_execute("BEGIN"),
             async { conn.execute(&st.lock, &[&all_locks]).await },
             futures_util::future::try_join_all(checks),

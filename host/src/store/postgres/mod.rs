@@ -44,10 +44,22 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// before the store answers `Unavailable`.
 const POOL_WAIT: Duration = Duration::from_secs(5);
 
-/// Set on every session at its start: a commit is acknowledged only once
-/// its WAL is flushed (and, with synchronous standbys, replicated), however
-/// the server or the database is configured.
-const SESSION_OPTIONS: &str = "-c synchronous_commit=on";
+/// Set on every session at its start, before the URL's own `options`, so a
+/// deployment may change them: how long one statement may run, how long it
+/// may wait for a lock (a key's advisory lock, a row), and how long a
+/// session may sit idle inside a transaction. Each ends the statement or
+/// the session with an error berth answers as `Unavailable` (503), instead
+/// of letting one stuck session hold keys and connections for good. A
+/// request's own deadline is shorter; these bound what the server keeps
+/// doing after berth has given up on it.
+const SESSION_LIMITS: &str =
+    "-c statement_timeout=30s -c lock_timeout=10s -c idle_in_transaction_session_timeout=60s";
+
+/// Set on every session after the URL's `options`, so nothing overrides it:
+/// a commit is acknowledged only once its WAL is flushed (and, with
+/// synchronous standbys, replicated), however the server or the database is
+/// configured.
+const SESSION_DURABILITY: &str = "-c synchronous_commit=on";
 
 /// A key-value store and outbox in a PostgreSQL database, shared by every
 /// replica connected to it.
@@ -93,8 +105,10 @@ impl PostgresStore {
         let mut config = parse_url(url)?;
         let password = config.get_password().map(<[u8]>::to_vec);
         let options = match config.get_options() {
-            Some(theirs) if !theirs.trim().is_empty() => format!("{theirs} {SESSION_OPTIONS}"),
-            _ => SESSION_OPTIONS.to_string(),
+            Some(theirs) if !theirs.trim().is_empty() => {
+                format!("{SESSION_LIMITS} {theirs} {SESSION_DURABILITY}")
+            }
+            _ => format!("{SESSION_LIMITS} {SESSION_DURABILITY}"),
         };
         config.options(options);
         if config.get_application_name().is_none() {

@@ -226,6 +226,72 @@ async fn sessions_commit_synchronously_whatever_the_url_says() {
 }
 
 #[tokio::test]
+async fn sessions_are_bounded_in_time_unless_the_url_says_otherwise() {
+    with_database(|url| async move {
+        let setting = async |url: &str, name: &str| {
+            let store = PostgresStore::connect(url, 1).await.unwrap();
+            let conn = store.pool().get().await.unwrap();
+            let row = conn
+                .query_one("SELECT current_setting($1)", &[&name])
+                .await
+                .unwrap();
+            row.get::<_, String>(0)
+        };
+        assert_eq!(setting(&url, "statement_timeout").await, "30s");
+        assert_eq!(setting(&url, "lock_timeout").await, "10s");
+        assert_eq!(
+            setting(&url, "idle_in_transaction_session_timeout").await,
+            "1min"
+        );
+        let shorter = format!("{url}?options=-c%20lock_timeout%3D250ms");
+        assert_eq!(setting(&shorter, "lock_timeout").await, "250ms");
+        assert_eq!(setting(&shorter, "statement_timeout").await, "30s");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_key_locked_past_lock_timeout_is_unavailable_not_stuck() {
+    with_database(|url| async move {
+        let url = format!("{url}?options=-c%20lock_timeout%3D300ms");
+        // Grouped commits and commits alone (`--store-group 1`) alike.
+        for max_group in [DEFAULT_MAX_GROUP, 1] {
+            let store = PostgresStore::connect(&url, 2)
+                .await
+                .unwrap()
+                .with_max_group(max_group);
+            // Another session takes the key's lock and sits on it, as a
+            // stuck replica would.
+            let (holder, connection) = store.dedicated().await.unwrap();
+            tokio::spawn(connection);
+            holder.batch_execute("BEGIN").await.unwrap();
+            let key = format!("k{max_group}");
+            holder
+                .execute("SELECT pg_advisory_xact_lock($1)", &[&lock_id("ns", &key)])
+                .await
+                .unwrap();
+            // An insert: its precondition (no such key) is pipelined after
+            // the lock, and fails as "transaction aborted" behind it.
+            let batch = insert(key.clone(), "v");
+            let started = Instant::now();
+            match store.commit("ns", batch.clone()).await {
+                Err(StoreError::Unavailable(why)) => assert!(why.contains("55P03"), "{why}"),
+                other => panic!("group of {max_group}: {other:?}"),
+            }
+            assert!(started.elapsed() < Duration::from_secs(5));
+            // Another key is not held up, and the key is free once the
+            // holder lets go.
+            let other = format!("other{max_group}");
+            store.commit("ns", insert(other, "v")).await.unwrap();
+            holder.batch_execute("ROLLBACK").await.unwrap();
+            assert_eq!(store.commit("ns", batch).await.unwrap(), Commit::Done);
+            assert_eq!(store.get("ns", &key).await.unwrap(), Some(b"v".to_vec()));
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_closed_store_says_so() {
     with_database(|url| async move {
         let store = PostgresStore::connect(&url, 2).await.unwrap();
