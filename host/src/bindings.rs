@@ -26,6 +26,6 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::berth::service::types::{Header, Request, Response};
+pub use self::exports::berth::service::subscriber::Event;
 /// What the host links components against: the imports both worlds share.
 pub use SubscribingService as Service;
-pub use self::exports::berth::service::subscriber::Event;
