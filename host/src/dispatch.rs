@@ -47,6 +47,7 @@ impl From<CallError> for InvokeError {
             CallError::Timeout(t) => InvokeError::Timeout(t),
             CallError::Trap(t) => InvokeError::Trap(t),
             CallError::PoolFull(e) => InvokeError::Busy(e),
+            CallError::Store(e) => InvokeError::Store(e),
         }
     }
 }

@@ -416,6 +416,9 @@ pub enum CallError {
     /// The instance pool had no free slot: the host is at capacity, and the
     /// call may succeed if tried again (503 with Retry-After, not a trap).
     PoolFull(String),
+    /// The call's writes could not be committed (a `wasi:http` call, whose
+    /// executor commits them itself; 503).
+    Store(String),
 }
 
 /// What is known about a trap.

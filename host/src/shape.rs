@@ -50,7 +50,7 @@ pub fn check(name: &str, wasm: &[u8]) -> anyhow::Result<Kind> {
                     Kind::Service =>
                         "berth:service and WASI 0.2 (wasi:io, wasi:clocks, wasi:random, wasi:cli, wasi:filesystem, wasi:sockets)",
                     Kind::WasiHttp =>
-                        "wasi:http, wasi:config@0.2.0-rc.1 and WASI 0.2 (wasi:io, wasi:clocks, wasi:random, wasi:cli, wasi:filesystem, wasi:sockets)",
+                        "wasi:http, wasi:config@0.2.0-rc.1, wasi:keyvalue@0.2.0-draft (store, atomics, batch) and WASI 0.2 (wasi:io, wasi:clocks, wasi:random, wasi:cli, wasi:filesystem, wasi:sockets)",
                 }
             );
         }
@@ -69,6 +69,16 @@ fn provided(kind: Kind, import: &str) -> bool {
         "wasi:http" => kind == Kind::WasiHttp && wasi_02,
         // The draft wasmtime-wasi-config implements; pre-releases match exactly.
         "wasi:config" => kind == Kind::WasiHttp && version == "0.2.0-rc.1",
+        // The draft wasmtime-wasi-keyvalue 48 and Spin use; Berth's own
+        // host (`wasi_http::keyvalue`) implements store, atomics and batch.
+        "wasi:keyvalue" => {
+            kind == Kind::WasiHttp
+                && version == "0.2.0-draft"
+                && matches!(
+                    path,
+                    "wasi:keyvalue/store" | "wasi:keyvalue/atomics" | "wasi:keyvalue/batch"
+                )
+        }
         _ => WASI.contains(&package) && wasi_02,
     }
 }
@@ -191,7 +201,12 @@ mod tests {
         for (kind, import, expected) in [
             (Kind::WasiHttp, "wasi:http/types@0.2.3", true),
             (Kind::WasiHttp, "wasi:io/streams@0.2.0", true),
-            (Kind::WasiHttp, "wasi:keyvalue/store@0.2.0-draft", false),
+            (Kind::WasiHttp, "wasi:keyvalue/store@0.2.0-draft", true),
+            (Kind::WasiHttp, "wasi:keyvalue/atomics@0.2.0-draft", true),
+            (Kind::WasiHttp, "wasi:keyvalue/batch@0.2.0-draft", true),
+            (Kind::WasiHttp, "wasi:keyvalue/watcher@0.2.0-draft", false),
+            (Kind::WasiHttp, "wasi:keyvalue/store@0.2.0-draft2", false),
+            (Kind::Service, "wasi:keyvalue/store@0.2.0-draft", false),
             (Kind::WasiHttp, "wasi:config/store@0.2.0-rc.1", true),
             (Kind::WasiHttp, "wasi:config/store@0.2.0-draft", false),
             (Kind::Service, "wasi:config/store@0.2.0-rc.1", false),

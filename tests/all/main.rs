@@ -36,3 +36,4 @@ mod support;
 mod swap;
 mod users;
 mod wasi_http;
+mod wasi_keyvalue;

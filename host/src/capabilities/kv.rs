@@ -43,11 +43,68 @@ impl KvTxn {
         }
     }
 
-    /// The writes to commit once the handler has returned, leaving the
-    /// transaction empty.
-    pub fn take_batch(&mut self) -> WriteBatch {
-        self.write_bytes = 0;
+    /// The store this transaction commits into.
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The namespace this transaction reads and writes.
+    pub(crate) fn namespace(&self) -> &Arc<str> {
+        &self.ns
+    }
+
+    /// The writes staged so far, leaving the transaction open for more: a
+    /// `berth:service` request takes them once its handler has returned, a
+    /// `wasi:http` one at its response and again at its end. The write
+    /// limits keep counting over the whole request.
+    pub(crate) fn take_batch(&mut self) -> WriteBatch {
         std::mem::take(&mut self.batch)
+    }
+
+    /// `key`'s value as this request sees it, counted against the read budget.
+    pub(crate) async fn read(&mut self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        check_key(key)?;
+        self.read_budget()?;
+        let value = self.current(key).await?.0;
+        self.read_bytes += value.as_ref().map_or(0, Vec::len);
+        Ok(value)
+    }
+
+    /// Stage a write (`None` deletes) that commits with the request.
+    pub(crate) fn write(&mut self, key: String, value: Option<Vec<u8>>) -> Result<(), Error> {
+        check_key(&key)?;
+        if let Some(value) = &value {
+            check_value(value)?;
+        }
+        self.stage(key, value)
+    }
+
+    /// The store's atomic `increment`, which commits at once; refused for
+    /// a key this request has staged a write to.
+    pub(crate) async fn add(&mut self, key: &str, delta: i64) -> Result<i64, Error> {
+        check_key(key)?;
+        if self.batch.writes.contains_key(key) {
+            return Err(Error::Invalid(format!(
+                "key `{key}` was written in this request and cannot also be a counter"
+            )));
+        }
+        self.store
+            .increment(&self.ns, key, delta)
+            .await
+            .map_err(|e| match e {
+                CounterError::Invalid(msg) => Error::Invalid(msg),
+                CounterError::Store(e) => unavailable(e),
+            })
+    }
+
+    /// One page of keys after `after`, as `list-keys` pages them.
+    pub(crate) async fn key_page(
+        &mut self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, Error> {
+        let page = self.page("", after, limit, false).await?;
+        Ok(page.into_iter().map(|(k, _)| k).collect())
     }
 
     /// The value as this request sees it, and whether it came from the store
@@ -219,13 +276,13 @@ fn merge(
 }
 
 /// Records one operation's kind and latency in the metrics when dropped.
-struct OpTimer {
+pub(crate) struct OpTimer {
     op: &'static str,
     started: Instant,
 }
 
 impl OpTimer {
-    fn start(op: &'static str) -> OpTimer {
+    pub(crate) fn start(op: &'static str) -> OpTimer {
         debug_assert!(
             crate::metrics::KV_OPS.contains(&op),
             "add `{op}` to metrics::KV_OPS"
@@ -278,18 +335,12 @@ fn check_value(value: &[u8]) -> Result<(), Error> {
 impl Host for Invocation {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, Error> {
         let _timer = OpTimer::start("get");
-        check_key(&key)?;
-        self.kv.read_budget()?;
-        let value = self.kv.current(&key).await?.0;
-        self.kv.read_bytes += value.as_ref().map_or(0, Vec::len);
-        Ok(value)
+        self.kv.read(&key).await
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), Error> {
         let _timer = OpTimer::start("set");
-        check_key(&key)?;
-        check_value(&value)?;
-        self.kv.stage(key, Some(value))
+        self.kv.write(key, Some(value))
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, Error> {
@@ -360,19 +411,6 @@ impl Host for Invocation {
 
     async fn increment(&mut self, key: String, delta: i64) -> Result<i64, Error> {
         let _timer = OpTimer::start("increment");
-        check_key(&key)?;
-        if self.kv.batch.writes.contains_key(&key) {
-            return Err(Error::Invalid(format!(
-                "key `{key}` was written in this request and cannot also be a counter"
-            )));
-        }
-        self.kv
-            .store
-            .increment(&self.kv.ns, &key, delta)
-            .await
-            .map_err(|e| match e {
-                CounterError::Invalid(msg) => Error::Invalid(msg),
-                CounterError::Store(e) => unavailable(e),
-            })
+        self.kv.add(&key, delta).await
     }
 }

@@ -230,7 +230,7 @@ impl HttpBody for Outbound {
                             format!("the component ran past its {} ms deadline", t.as_millis())
                         }
                         CallError::Trap(trap) => format!("the component trapped: {trap}"),
-                        CallError::PoolFull(e) => e,
+                        CallError::PoolFull(e) | CallError::Store(e) => e,
                     };
                     this.cut(why)
                 }

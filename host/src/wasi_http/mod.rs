@@ -5,6 +5,7 @@
 //! headers can go out while it still writes the body.
 
 pub mod front;
+mod keyvalue;
 pub mod outbound;
 mod state;
 
@@ -32,7 +33,8 @@ const MAX_CALL_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Add what a `wasi:http/proxy` component may import: WASI (with the same
 /// empty context `berth:service` components get), `wasi:http`, and
-/// `wasi:config/store` (0.2.0-rc.1) over the manifest's config table.
+/// `wasi:config/store` (0.2.0-rc.1) over the manifest's config table, and
+/// `wasi:keyvalue` (0.2.0-draft) over the component's namespace.
 pub fn add_to_linker(linker: &mut Linker<HttpInvocation>) -> anyhow::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker).map_err(|e| anyhow!("{e:?}"))?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker).map_err(|e| anyhow!("{e:?}"))?;
@@ -40,6 +42,7 @@ pub fn add_to_linker(linker: &mut Linker<HttpInvocation>) -> anyhow::Result<()> 
         wasmtime_wasi_config::WasiConfig::from(&*s.config)
     })
     .map_err(|e| anyhow!("{e:?}"))?;
+    keyvalue::add_to_linker(linker)?;
     Ok(())
 }
 
@@ -136,6 +139,8 @@ impl HttpComponent {
                 details: format!("{e:?}"),
             })
         })?;
+        let kv = store.data().kv.clone();
+        let commit_kv = kv.clone();
         let (end_tx, end) = oneshot::channel();
         let pre = self.pre.clone();
         let name = self.name.clone();
@@ -158,7 +163,15 @@ impl HttpComponent {
                 Ok(outcome) => outcome,
                 Err(_) => Err(wasmtime::Error::from(Trap::Interrupt)),
             };
-            let ended = classify(&name, timeout, outcome, store.data());
+            let mut ended = classify(&name, timeout, outcome, store.data());
+            // Writes staged after the response was set commit when the
+            // handler returns, before the body's end is sent; a guest that
+            // failed commits nothing more.
+            if ended.is_ok()
+                && let Err(why) = kv.commit().await
+            {
+                ended = Err(CallError::Store(why));
+            }
             // Reported before the store (and with it the body's sender) is
             // dropped, so whoever sees the body end can tell a finished body
             // from a cut one.
@@ -167,11 +180,16 @@ impl HttpComponent {
         });
         let task = AbortOnDrop(task);
         match response_rx.await {
-            Ok(Ok(response)) => Ok(Serving {
-                response,
-                end,
-                task,
-            }),
+            Ok(Ok(response)) => {
+                // What the guest wrote before it answered is durable before
+                // the headers leave; dropping the task stops it otherwise.
+                commit_kv.commit().await.map_err(CallError::Store)?;
+                Ok(Serving {
+                    response,
+                    end,
+                    task,
+                })
+            }
             Ok(Err(code)) => Err(CallError::Trap(TrapInfo {
                 reason: format!("the component answered with error {code:?}"),
                 details: format!("wasi:http error code {code:?}"),

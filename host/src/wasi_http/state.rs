@@ -3,8 +3,10 @@
 //! mesh (under the `calls` grants), any other goes out only to an origin
 //! the manifest's `outbound` grants, and is otherwise denied and logged.
 
+use super::keyvalue::KvState;
 use crate::bindings::berth::service::services::CallError;
 use crate::bindings::{Header, Request as WitRequest};
+use crate::capabilities::kv::KvTxn;
 use crate::capabilities::services::{Caller, Services};
 use crate::capabilities::stderr::CapturedStderr;
 use crate::runtime::CallEnv;
@@ -35,8 +37,10 @@ pub struct HttpInvocation {
     wasi: WasiCtx,
     stderr: CapturedStderr,
     http: WasiHttpCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     outbound: Outbound,
+    /// The request's `wasi:keyvalue` transaction over the component's namespace.
+    pub(crate) kv: KvState,
     /// The component's `[components.NAME.config]` values.
     pub(crate) config: Arc<WasiConfigVariables>,
 }
@@ -54,8 +58,10 @@ impl HttpInvocation {
             .as_ref()
             .and_then(|s| s.config(&component))
             .unwrap_or_default();
+        let kv = KvState::new(KvTxn::new(env.store.clone(), component.clone()));
         HttpInvocation {
             config,
+            kv,
             limits,
             // No preopened directories, environment, arguments or sockets,
             // as for `berth:service` components: clocks and random only.
