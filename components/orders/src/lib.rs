@@ -2,7 +2,7 @@
 //! the status moving only from `pending` to `completed` or `cancelled`.
 
 use berth_sdk::http::{self, Result};
-use berth_sdk::services::{self, CallError};
+use berth_sdk::services;
 use berth_sdk::store::{Collection, store_error};
 use berth_sdk::{Event, Handler, Level, Request, Response, Subscriber, kv, log};
 use serde::{Deserialize, Serialize};
@@ -243,21 +243,7 @@ fn check_user(user_id: u64) -> Result<()> {
             503,
             &format!("users service answered {}; try again", response.status),
         )),
-        Err(e) => Err(http::error(
-            503,
-            &format!("users service unavailable: {}", call_error(&e)),
-        )),
-    }
-}
-
-fn call_error(e: &CallError) -> &str {
-    match e {
-        CallError::NotAllowed(m)
-        | CallError::UnknownService(m)
-        | CallError::Failed(m)
-        | CallError::Timeout(m)
-        | CallError::TooDeep(m)
-        | CallError::Unavailable(m) => m,
+        Err(e) => Err(http::error(503, &format!("users service unavailable: {e}"))),
     }
 }
 

@@ -6,7 +6,9 @@
 // Lets the generated code name this crate by its public path from inside it too.
 extern crate self as berth_sdk;
 
+pub mod events;
 pub mod http;
+pub mod services;
 pub mod store;
 
 /// Bindings generated from `wit/service.wit`, the one contract shared with the host.
@@ -28,10 +30,8 @@ pub mod bindings {
 #[doc(hidden)]
 pub use wit_bindgen as __wit_bindgen;
 
-pub use bindings::berth::service::events;
 pub use bindings::berth::service::kv;
 pub use bindings::berth::service::log::{Level, log};
-pub use bindings::berth::service::services;
 pub use bindings::berth::service::types::{Header, Request, Response};
 pub use bindings::exports::berth::service::handler::Guest as Handler;
 pub use bindings::exports::berth::service::subscriber::{Event, Guest as Subscriber};

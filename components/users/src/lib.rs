@@ -179,7 +179,7 @@ fn delete(id: u64) -> Result<Response> {
         USERS.insert(id, &user)?;
         return Err(http::error(
             500,
-            &format!("could not publish user.deleted: {e:?}"),
+            &format!("could not publish user.deleted: {e}"),
         ));
     }
     log(Level::Info, &format!("deleted user {id}"));
