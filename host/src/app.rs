@@ -143,7 +143,8 @@ fn compile_one(
 ) -> anyhow::Result<Compiled> {
     let wasm = read_wasm(name, &spec.wasm)?;
     let limits = CallLimits::new(spec.timeout, spec.max_memory_bytes, spec.max_concurrency)
-        .with_reuse(spec.reuse);
+        .with_reuse(spec.reuse)
+        .with_subscriptions(!spec.subscribes.is_empty());
     let sha256 = sha256_hex(&wasm);
     let component = runtime.load(name, &wasm, &sha256, limits.clone())?;
     Ok(Compiled {

@@ -125,6 +125,9 @@ pub struct CallLimits {
     pub concurrency: Arc<Semaphore>,
     /// Keep instances for later calls (`None`: a fresh one per call).
     pub reuse: Option<Reuse>,
+    /// The manifest lets it subscribe to topics, so every version must
+    /// export an event handler.
+    pub subscribes: bool,
 }
 
 impl CallLimits {
@@ -134,12 +137,20 @@ impl CallLimits {
             max_memory_bytes,
             concurrency: Arc::new(Semaphore::new(max_concurrency)),
             reuse: None,
+            subscribes: false,
         }
     }
 
     /// The same limits, with instances reused as `reuse` says.
     pub fn with_reuse(mut self, reuse: Option<Reuse>) -> CallLimits {
         self.reuse = reuse;
+        self
+    }
+
+    /// The same limits, for a component that the manifest lets subscribe
+    /// to events when `subscribes` is set.
+    pub fn with_subscriptions(mut self, subscribes: bool) -> CallLimits {
+        self.subscribes = subscribes;
         self
     }
 }
@@ -302,6 +313,11 @@ impl Runtime {
                     "component `{name}` is a wasi:http component, and `reuse` applies only to berth:service components so far: remove `reuse` from its manifest entry"
                 );
             }
+            if limits.subscribes {
+                anyhow::bail!(
+                    "component `{name}` is a wasi:http component, which cannot receive events, yet its manifest entry has `subscribes`: remove `subscribes`, or build it as a berth:service component of the `subscribing-service` world"
+                );
+            }
             let linked = crate::wasi_http::link(
                 &self.engine,
                 &self.http_linker,
@@ -313,7 +329,13 @@ impl Runtime {
             metrics().component_loaded(name);
             return Ok(Executor::Http(linked));
         }
+        let subscribes = limits.subscribes;
         let linked = self.link_service(name, component, limits)?;
+        if subscribes && !linked.subscribes() {
+            anyhow::bail!(
+                "component `{name}` has `subscribes` in its manifest entry but does not export `berth:service/subscriber`: build it against the `subscribing-service` world with an event handler, or remove `subscribes`"
+            );
+        }
         metrics().component_loaded(name);
         Ok(Executor::Service(linked))
     }

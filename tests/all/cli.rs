@@ -164,3 +164,45 @@ fn keep_resident_is_bounded() {
     let stderr = refused(&["--keep-resident-mb", "4096"]);
     assert!(stderr.contains("--keep-resident-mb"), "{stderr}");
 }
+
+/// A component of the plain `service` world exports no event handler. It
+/// serves; given `subscribes` in its manifest entry it is refused at
+/// start-up, naming the missing export, instead of dead-lettering every
+/// event it is sent. A `wasi:http` component cannot receive events at all.
+#[test]
+fn a_subscriber_without_an_event_handler_is_refused() {
+    let dir = data_dir();
+    let plain = crate::support::test_wasm("plain_service");
+    let table = |name: &str, wasm: &str, extra: &str| {
+        format!("[components.{name}]\nwasm = {wasm:?}\nroutes = [\"/{name}\"]\n{extra}")
+    };
+    let serving = write_file(dir.path(), "serving.toml", &table("plain", &plain, ""));
+    let berth = Berth::start_with(dir.path(), &["--manifest", serving.to_str().unwrap()]);
+    let reply = berth.get("/plain");
+    assert_eq!((reply.status, reply.body.as_slice()), (200, &b"plain"[..]));
+    drop(berth);
+
+    let subscribing = write_file(
+        dir.path(),
+        "subscribing.toml",
+        &table("plain", &plain, "subscribes = [\"user.deleted\"]\n"),
+    );
+    let stderr = refused(&["--manifest", subscribing.to_str().unwrap()]);
+    assert!(
+        stderr.contains("component `plain` has `subscribes`")
+            && stderr.contains("does not export `berth:service/subscriber`"),
+        "{stderr}"
+    );
+
+    let http = crate::support::test_wasm("http_hello");
+    let http_subscribing = write_file(
+        dir.path(),
+        "http.toml",
+        &table("hello", &http, "subscribes = [\"user.deleted\"]\n"),
+    );
+    let stderr = refused(&["--manifest", http_subscribing.to_str().unwrap()]);
+    assert!(
+        stderr.contains("component `hello` is a wasi:http component, which cannot receive events"),
+        "{stderr}"
+    );
+}
