@@ -142,10 +142,7 @@ async fn handle(
             Method::POST => match app.rollback(name).await {
                 Ok(version) => {
                     tracing::info!(component = *name, version = %version.sha256, "rolled back");
-                    json(
-                        StatusCode::OK,
-                        json!({ "name": name, "version": version_json(&version) }),
-                    )
+                    component_reply(app, name, true).await
                 }
                 Err(e) => swap_error(&e),
             },
@@ -204,30 +201,54 @@ fn authorized(token: &AdminToken, req: &Request<Incoming>) -> bool {
     }
 }
 
-/// Every component as this replica serves it; with a shared store, also
-/// the store's live version and how this replica stands to it.
+/// `GET /components`: every component as this replica serves it, each in
+/// the shape a `PUT` or a rollback answers with.
 async fn list(app: &App) -> Response<Body> {
+    match components_json(app, None).await {
+        Ok(components) => json(StatusCode::OK, Value::Array(components)),
+        Err(response) => response,
+    }
+}
+
+/// What a successful `PUT` or rollback answers: the component as
+/// `GET /components` lists it, and whether the live version changed.
+async fn component_reply(app: &App, name: &str, swapped: bool) -> Response<Body> {
+    match components_json(app, Some(name)).await {
+        Ok(mut found) if !found.is_empty() => {
+            let mut component = found.swap_remove(0);
+            component["swapped"] = Value::Bool(swapped);
+            json(StatusCode::OK, component)
+        }
+        Ok(_) => swap_error(&SwapError::UnknownComponent(name.to_string())),
+        Err(response) => response,
+    }
+}
+
+/// Every component, or the one named `only`, as JSON objects; with a shared
+/// store, each also with the store's live version and how this replica
+/// stands to it.
+async fn components_json(app: &App, only: Option<&str>) -> Result<Vec<Value>, Response<Body>> {
     let shared = match app.shared_live().await {
         None => None,
         Some(Ok(live)) => Some(live),
         Some(Err(e)) => {
-            return error(
+            return Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("cannot read the shared store's versions: {e}"),
-            );
+            ));
         }
     };
-    let components = app
+    Ok(app
         .components()
         .iter()
+        .filter(|c| only.is_none_or(|name| c.name == name))
         .map(|c| {
             let live = shared
                 .as_ref()
                 .map(|all| all.iter().find(|l| l.component == c.name));
             component_json(c, live)
         })
-        .collect();
-    json(StatusCode::OK, Value::Array(components))
+        .collect())
 }
 
 /// `shared`: `None` without a shared store, `Some(None)` when the store
@@ -300,15 +321,7 @@ async fn upload(
             if replaced.swapped {
                 tracing::info!(component = name, version = %replaced.version.sha256, "swapped in an uploaded version");
             }
-            json(
-                StatusCode::OK,
-                json!({
-                    "name": name,
-                    "version": replaced.version.sha256,
-                    "loaded_at": rfc3339(replaced.version.loaded_at),
-                    "swapped": replaced.swapped,
-                }),
-            )
+            component_reply(app, name, replaced.swapped).await
         }
         Err(e) => {
             tracing::warn!(

@@ -88,9 +88,17 @@ fn provided(kind: Kind, import: &str) -> bool {
 fn top_level(wasm: &[u8]) -> Result<(Vec<String>, Vec<String>), String> {
     let mut imports = Vec::new();
     let mut exports = Vec::new();
+    if !wasm.starts_with(b"\0asm") {
+        // wasmparser's own message dumps the expected and actual bytes over
+        // several lines.
+        return Err(match wasm.len() {
+            0 => "it is empty".into(),
+            _ => "it does not start with the WebAssembly magic bytes `\\0asm`: upload the .wasm file itself".into(),
+        });
+    }
     let mut depth = 0usize;
     for payload in Parser::new(0).parse_all(wasm) {
-        match payload.map_err(|e| e.to_string())? {
+        match payload.map_err(|e| one_line(&e.to_string()))? {
             Payload::Version { encoding, .. } => {
                 if depth == 0 && encoding != Encoding::Component {
                     return Err("it is a core module, not a component; build it for wasm32-wasip2 or run `wasm-tools component new` on it".into());
@@ -100,12 +108,24 @@ fn top_level(wasm: &[u8]) -> Result<(Vec<String>, Vec<String>), String> {
             Payload::End(_) => depth = depth.saturating_sub(1),
             Payload::ComponentImportSection(reader) if depth == 1 => {
                 for import in reader {
-                    imports.push(import.map_err(|e| e.to_string())?.name.name.to_string());
+                    imports.push(
+                        import
+                            .map_err(|e| one_line(&e.to_string()))?
+                            .name
+                            .name
+                            .to_string(),
+                    );
                 }
             }
             Payload::ComponentExportSection(reader) if depth == 1 => {
                 for export in reader {
-                    exports.push(export.map_err(|e| e.to_string())?.name.name.to_string());
+                    exports.push(
+                        export
+                            .map_err(|e| one_line(&e.to_string()))?
+                            .name
+                            .name
+                            .to_string(),
+                    );
                 }
             }
             _ => {}
@@ -174,6 +194,12 @@ fn list(names: &[String]) -> String {
     names.join(", ")
 }
 
+/// `text` on one line: a client reads an error as one line of JSON, and
+/// the parser's messages may span several.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,11 +251,19 @@ mod tests {
     }
 
     #[test]
-    fn what_is_not_a_component_is_refused() {
-        for wasm in [&b""[..], b"not wasm", b"\0asm\x01\0\0\0"] {
+    fn what_is_not_a_component_is_refused_in_one_line() {
+        for (wasm, why) in [
+            (&b""[..], "it is empty"),
+            (b"not wasm", "does not start with the WebAssembly magic bytes"),
+            (b"\0asm\x01\0\0\0", "it is a core module, not a component"),
+            // A component header and then a truncated section.
+            (b"\0asm\x0d\0\x01\0\x0a\x05", "unexpected end"),
+        ] {
             let e = check("x", wasm).unwrap_err().to_string();
             assert!(
-                e.starts_with("component `x` is not a valid WebAssembly component"),
+                e.starts_with("component `x` is not a valid WebAssembly component: ")
+                    && e.contains(why)
+                    && !e.contains('\n'),
                 "{e}"
             );
         }

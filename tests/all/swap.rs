@@ -189,7 +189,7 @@ fn watch_swaps_in_new_builds_including_half_written_ones() {
         "{}",
         String::from_utf8_lossy(&reply.body)
     );
-    assert_eq!(reply.json()["version"]["version"], sha256(&v1()));
+    assert_eq!(reply.json()["version"], sha256(&v1()));
     assert_eq!(s.version(), "v1");
 }
 
@@ -217,8 +217,13 @@ fn admin_uploads_a_version_and_rolls_back_keeping_the_data() {
         "{}",
         String::from_utf8_lossy(&reply.body)
     );
-    assert_eq!(reply.json()["version"], sha256(&v2()));
-    assert_eq!(reply.json()["swapped"], true);
+    // The upload answers in the shape `GET /components` lists, and says
+    // whether the live version changed.
+    let mut uploaded = reply.json();
+    assert_eq!(uploaded["swapped"], true);
+    uploaded.as_object_mut().unwrap().remove("swapped");
+    assert_eq!(uploaded, s.listing());
+    assert_eq!(uploaded["version"], sha256(&v2()));
     // Swapped before the upload's 200: the very next request gets v2.
     assert_eq!(s.version(), "v2");
     let note = s.berth.get("/swap/note").json();
@@ -233,6 +238,12 @@ fn admin_uploads_a_version_and_rolls_back_keeping_the_data() {
     assert_eq!(reply.status, 200);
     assert_eq!(s.version(), "v1");
     assert_eq!(s.listing()["version"], sha256(&v1()));
+    // The same shape again.
+    let mut rolled_back = reply.json();
+    assert_eq!(rolled_back["swapped"], true);
+    rolled_back.as_object_mut().unwrap().remove("swapped");
+    assert_eq!(rolled_back, s.listing());
+    assert_eq!(rolled_back["previous"]["version"], sha256(&v2()));
     assert_eq!(
         s.berth.get("/swap/note").json()["note"],
         "kept across swaps"
