@@ -4,6 +4,7 @@
 
 pub mod accept;
 pub mod admin;
+pub mod admin_client;
 pub mod app;
 pub mod bindings;
 pub mod body;

@@ -50,6 +50,44 @@ enum Command {
     /// the store directly, whether or not a server is running on it.
     #[command(subcommand)]
     DeadLetters(DeadLettersCommand),
+    /// Upload a new version of a component to a running berth through its
+    /// admin API; print the version now live, the one it replaced and how
+    /// to roll back.
+    Push(PushArgs),
+    /// Swap a running berth's component back to the version the live one
+    /// replaced (a second rollback undoes the first).
+    Rollback(RollbackArgs),
+}
+
+#[derive(clap::Args)]
+struct PushArgs {
+    /// The component's name in the running berth's manifest.
+    name: String,
+    /// The new version's .wasm file.
+    file: PathBuf,
+    #[command(flatten)]
+    admin: AdminTarget,
+}
+
+#[derive(clap::Args)]
+struct RollbackArgs {
+    /// The component's name in the running berth's manifest.
+    name: String,
+    #[command(flatten)]
+    admin: AdminTarget,
+}
+
+/// Which running berth to talk to, and the token it was started with.
+#[derive(clap::Args)]
+struct AdminTarget {
+    /// The admin listener's base URL, as `berth serve --admin` printed it
+    /// (`admin listening on http://...`).
+    #[arg(long, env = "BERTH_ADMIN", value_name = "URL")]
+    admin: String,
+    /// A file holding the admin token; without it, the BERTH_ADMIN_TOKEN
+    /// environment variable.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -287,6 +325,8 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve(args),
         Command::Compile(args) => compile(args),
         Command::DeadLetters(command) => dead_letters(command),
+        Command::Push(args) => push(args),
+        Command::Rollback(args) => rollback(args),
     };
     stderr.flush_now();
     match result {
@@ -366,6 +406,98 @@ fn largest_memory(manifest: &Manifest) -> usize {
 
 /// `berth compile`: every component compiled (or found already) in the
 /// cache, one line each, or exit 1 naming the first that fails.
+/// The admin token from `--admin-token-file` or BERTH_ADMIN_TOKEN, as
+/// `berth serve --admin` reads it.
+fn admin_secret(file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the admin token file {}", path.display())),
+        None => std::env::var(ADMIN_TOKEN_ENV).map_err(|_| {
+            anyhow::anyhow!(
+                "the admin API needs its token: set {ADMIN_TOKEN_ENV} or pass --admin-token-file FILE"
+            )
+        }),
+    }
+}
+
+/// Send one admin request and return its JSON answer if it succeeded; an
+/// error answer becomes one line naming the status and the reason.
+fn admin_call(
+    target: &AdminTarget,
+    method: hyper::Method,
+    path: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<serde_json::Value> {
+    let client = berth::admin_client::AdminClient::new(
+        &target.admin,
+        &admin_secret(target.admin_token_file.as_deref())?,
+    )?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let (status, answer) = rt.block_on(client.send(method, path, body))?;
+    if !status.is_success() {
+        bail!(
+            "the admin API answered {status}: {}",
+            berth::admin_client::error_message(&answer)
+        );
+    }
+    Ok(answer)
+}
+
+/// A version's short form for people: the first 12 hex digits.
+fn short(version: &serde_json::Value) -> String {
+    version
+        .as_str()
+        .map_or_else(|| "(none)".to_string(), |v| v.chars().take(12).collect())
+}
+
+fn push(args: PushArgs) -> anyhow::Result<()> {
+    let wasm = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let answer = admin_call(
+        &args.admin,
+        hyper::Method::PUT,
+        &format!("/components/{}", args.name),
+        wasm,
+    )?;
+    let version = short(&answer["version"]);
+    if answer["swapped"] == false {
+        println!(
+            "{}: version {version} was live already; nothing changed",
+            args.name
+        );
+        return Ok(());
+    }
+    println!(
+        "{}: version {version} is live, replacing {}",
+        args.name,
+        short(&answer["previous"]["version"])
+    );
+    println!(
+        "roll back with: berth rollback {} --admin {}",
+        args.name, args.admin.admin
+    );
+    Ok(())
+}
+
+fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
+    let answer = admin_call(
+        &args.admin,
+        hyper::Method::POST,
+        &format!("/components/{}/rollback", args.name),
+        Vec::new(),
+    )?;
+    println!(
+        "{}: rolled back; version {} is live, {} is kept (roll back again to return to it)",
+        args.name,
+        short(&answer["version"]),
+        short(&answer["previous"]["version"])
+    );
+    Ok(())
+}
+
 fn compile(args: CompileArgs) -> anyhow::Result<()> {
     let manifest = match &args.manifest {
         Some(path) => Manifest::from_file(path)?,

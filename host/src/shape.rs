@@ -254,7 +254,10 @@ mod tests {
     fn what_is_not_a_component_is_refused_in_one_line() {
         for (wasm, why) in [
             (&b""[..], "it is empty"),
-            (b"not wasm", "does not start with the WebAssembly magic bytes"),
+            (
+                b"not wasm",
+                "does not start with the WebAssembly magic bytes",
+            ),
             (b"\0asm\x01\0\0\0", "it is a core module, not a component"),
             // A component header and then a truncated section.
             (b"\0asm\x0d\0\x01\0\x0a\x05", "unexpected end"),

@@ -696,3 +696,104 @@ fn swaps_under_load_fail_no_request() {
     assert!(swaps >= 10);
     assert!(n1 > 100 && n2 > 100, "v1: {n1}, v2: {n2}");
 }
+
+/// `berth push` and `berth rollback`, as an author deploys from a shell:
+/// each prints what is live now and what it replaced, and every refusal is
+/// one line naming the admin API's status and reason.
+#[test]
+fn push_and_rollback_from_the_command_line() {
+    let s = start(&[]);
+    let url = format!("http://{}", s.admin);
+    let dir = data_dir();
+    let v2_file = write_file(dir.path(), "v2.wasm", "");
+    std::fs::write(&v2_file, v2()).unwrap();
+    let run = |args: &[&str], token: &str| {
+        let output = std::process::Command::new(crate::support::BERTH)
+            .args(args)
+            .env("BERTH_ADMIN_TOKEN", token)
+            .env_remove("BERTH_ADMIN")
+            .output()
+            .expect("running berth");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let short = |wasm: &[u8]| sha256(wasm)[..12].to_string();
+
+    let push = [
+        "push",
+        "swapper",
+        v2_file.to_str().unwrap(),
+        "--admin",
+        &url,
+    ];
+    let (ok, stdout, stderr) = run(&push, TOKEN);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "swapper: version {} is live, replacing {}",
+            short(&v2()),
+            short(&v1())
+        )) && stdout.contains(&format!("berth rollback swapper --admin {url}")),
+        "{stdout}"
+    );
+    assert_eq!(s.version(), "v2");
+    let (ok, stdout, _) = run(&push, TOKEN);
+    assert!(
+        ok && stdout.contains("was live already; nothing changed"),
+        "{stdout}"
+    );
+
+    let (ok, stdout, stderr) = run(&["rollback", "swapper", "--admin", &url], TOKEN);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "swapper: rolled back; version {} is live, {} is kept",
+            short(&v1()),
+            short(&v2())
+        )),
+        "{stdout}"
+    );
+    assert_eq!(s.version(), "v1");
+
+    let refused = |args: &[&str], token: &str, needles: &[&str]| {
+        let (ok, stdout, stderr) = run(args, token);
+        assert!(!ok, "{stdout}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        for needle in needles {
+            assert!(stderr.contains(needle), "{needle:?} in {stderr}");
+        }
+    };
+    refused(&push, "wrong-token", &["401", "Bearer"]);
+    let not_wasm = write_file(dir.path(), "notes.txt", "not wasm");
+    refused(
+        &[
+            "push",
+            "swapper",
+            not_wasm.to_str().unwrap(),
+            "--admin",
+            &url,
+        ],
+        TOKEN,
+        &["422", "magic bytes"],
+    );
+    refused(
+        &["push", "nope", v2_file.to_str().unwrap(), "--admin", &url],
+        TOKEN,
+        &["404", "no component `nope`"],
+    );
+    refused(
+        &["rollback", "swapper", "--admin", "https://127.0.0.1:1"],
+        TOKEN,
+        &["not an http:// URL"],
+    );
+    // Nothing listens on the admin port once berth is gone.
+    drop(s);
+    refused(
+        &["rollback", "swapper", "--admin", &url],
+        TOKEN,
+        &["cannot reach the admin API"],
+    );
+}
