@@ -76,7 +76,8 @@ stop() {
         sleep 0.1
     done
     kill -9 "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
+    # The braces keep bash's "Killed" job notice out of the output.
+    { wait "$server_pid"; } 2>/dev/null || true
     server_pid=
 }
 
