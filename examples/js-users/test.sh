@@ -67,7 +67,8 @@ start() {
     esac
 }
 
-# stop SIGNAL: stop the server, waiting at most 20 s.
+# stop SIGNAL: stop the server, waiting at most 20 s. Its stderr goes
+# nowhere: that is where bash reports a job it reaps as "Killed".
 stop() {
     kill "-$1" "$server_pid" 2>/dev/null || true
     local i
@@ -76,10 +77,9 @@ stop() {
         sleep 0.1
     done
     kill -9 "$server_pid" 2>/dev/null || true
-    # The braces keep bash's "Killed" job notice out of the output.
-    { wait "$server_pid"; } 2>/dev/null || true
+    wait "$server_pid" || true
     server_pid=
-}
+} 2>/dev/null
 
 # --- requests ---------------------------------------------------------------
 
