@@ -85,12 +85,13 @@ EOF
 
     echo "$variant: throughput" >&2
     mkdir -p "$tmp/wrk-$variant"
+    : > "$tmp/wrk-$variant.out" # exists before the background server opens it
     "${pin_berth[@]}" "$berth" serve --listen 127.0.0.1:0 --data "$tmp/wrk-$variant" --cache-dir "$cache" \
         --manifest "$manifest" > "$tmp/wrk-$variant.out" 2> "$tmp/wrk-$variant.err" &
     server_pid=$!
     line=
     for ((i = 0; i < 600; i++)); do
-        line=$(head -n 1 "$tmp/wrk-$variant.out")
+        line=$(head -n 1 "$tmp/wrk-$variant.out" || true)
         [ -n "$line" ] && break
         kill -0 "$server_pid" 2>/dev/null || { echo "berth serve exited early" >&2; exit 1; }
         sleep 0.1
