@@ -31,7 +31,7 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 fi
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 if [ "$node_major" -lt 20 ]; then
-    say "node $(node --version) is too old; componentize-js 0.23 needs node >= 20"
+    say "node $(node --version) is too old: componentize-js 0.23 and its dependencies (commander 14, jco) need node >= 20; Debian 12's nodejs package is 18, Debian 13's is 20, or install node 20 from NodeSource"
     exit 1
 fi
 
