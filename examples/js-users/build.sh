@@ -35,6 +35,12 @@ if [ "$node_major" -lt 20 ]; then
     exit 1
 fi
 
+# One build at a time (test.sh and measure.sh both call this script), so
+# that two runs never install into, or write, the same files together.
+mkdir -p "$cache"
+exec 9> "$cache/.lock"
+flock -w 900 9 || { say "another build.sh held $cache/.lock for 15 minutes; giving up"; exit 1; }
+
 # componentize-js, installed once per lock file.
 lock_hash=$(sha256sum "$here/package-lock.json" | cut -c1-16)
 tools="$cache/npm-$lock_hash"
