@@ -50,13 +50,15 @@ command -v curl >/dev/null || fail "curl" "expected curl on PATH"
 "$here/build.sh"
 
 # One compile cache for the whole run, filled once per variant, so every
-# start below (and the restart after SIGKILL) loads compiled code.
-# COMPILE_CACHE names a cache to keep across runs (a rerun then compiles
-# nothing); by default the run's own, which it deletes.
-cache=${COMPILE_CACHE:-$work/cache}
+# start below (and the restart after SIGKILL) loads compiled code. Each
+# variant has its own directory in it: `berth serve` deletes the entries of
+# its cache directory that its manifest does not use. COMPILE_CACHE names a
+# cache to keep across runs (a rerun then compiles nothing); by default the
+# run's own, which it deletes.
+caches=${COMPILE_CACHE:-$work/cache}
 for variant in service http; do
     start_ns=$(date +%s%N)
-    "$BERTH" compile --manifest "$here/$variant.toml" --cache-dir "$cache" >"$work/compile-$variant.out" 2>&1 ||
+    "$BERTH" compile --manifest "$here/$variant.toml" --cache-dir "$caches/$variant" >"$work/compile-$variant.out" 2>&1 ||
         fail "berth compile $variant" "expected exit 0, got: $(tail -n 5 "$work/compile-$variant.out")"
     pass "berth compile $variant.toml ($((($(date +%s%N) - start_ns) / 1000000)) ms)"
 done
@@ -67,7 +69,7 @@ start() {
     log="$work/serve-$variant.log"
     : >"$out"
     "$BERTH" serve --listen 127.0.0.1:0 --manifest "$here/$variant.toml" \
-        --data "$data" --cache-dir "$cache" >"$out" 2>>"$log" &
+        --data "$data" --cache-dir "$caches/$variant" >"$out" 2>>"$log" &
     pid=$!
     base=
     for ((i = 0; i < READY_SECS * 10; i++)); do
