@@ -58,16 +58,20 @@ cp "$root/host/wit-keyvalue/store.wit" "$build/wit-http/deps/keyvalue.wit"
 # build VARIANT WIT_DIR WORLD APP_MODULE
 build() {
     local variant=$1 wit=$2 world=$3 app=$4 out="$build/$1.wasm" stamp
-    stamp=$( { echo "$version $world $app"; cat "$here"/src/*.py; find "$wit" -name '*.wit' | sort | xargs cat; } | sha256sum | cut -d' ' -f1)
+    stamp=$( { echo "$version $world $app"; cat "$here/build.sh" "$here"/src/*.py; find "$wit" -name '*.wit' | sort | xargs cat; } | sha256sum | cut -d' ' -f1)
     if [[ -f $out && -f $out.inputs && $(cat "$out.inputs") == "$stamp" ]]; then
         say "$variant: up to date ($out)"
         return
     fi
     say "$variant: componentize-py -w $world $app -> $out"
     rm -f "$out.inputs"
-    # Run where the sources are, with no virtualenv in sight, so that
-    # componentize-py bundles this example's modules and nothing else.
-    (cd "$here/src" && env -u VIRTUAL_ENV "$cpy" -d "$wit" -w "$world" componentize -p "$here/src" "$app" -o "$out.tmp")
+    # From a copy of the sources, with no virtualenv in sight, so that
+    # componentize-py bundles this example's modules and nothing else (no
+    # stray __pycache__), and writes its own bytecode outside the tree.
+    rm -rf "$build/src-$variant"
+    mkdir -p "$build/src-$variant"
+    cp "$here"/src/*.py "$build/src-$variant/"
+    (cd "$build/src-$variant" && env -u VIRTUAL_ENV "$cpy" -d "$wit" -w "$world" componentize -p . "$app" -o "$out.tmp")
     mv "$out.tmp" "$out"
     echo "$stamp" > "$out.inputs"
     say "$variant: $(stat -c %s "$out") bytes"
