@@ -22,9 +22,9 @@ say() { printf 'build.sh: %s\n' "$*" >&2; }
 install_toolchain() {
     command -v python3 >/dev/null || { say "python3 is required (apt-get install python3)"; exit 1; }
     if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
-        if [[ ${CI:-} == true ]]; then
+        if [[ ${CI:-} == true && $(id -u) == 0 ]]; then
             say "python3 has no venv module; CI=true, so installing python3-venv with apt-get"
-            if [[ $(id -u) == 0 ]]; then apt-get install -y python3-venv; else sudo apt-get install -y python3-venv; fi
+            apt-get install -y python3-venv
         else
             say "python3 cannot create virtualenvs: install python3-venv (apt-get install python3-venv) and run again"
             exit 1
