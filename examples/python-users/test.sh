@@ -210,7 +210,27 @@ api() {
     check "a deleted seed is not seeded again" GET /users -- 200 \
         '[{"id":2,"name":"Jane"},{"id":10,"name":"Bob"},{"id":11,"name":"Cy"}]'
 
-    # 20 creates at once: 20 distinct ids.
+    # Durability: acknowledged writes survive a SIGKILL, and the counter
+    # does not hand out an id again, even one whose user was deleted.
+    check "create before the crash" POST /users '{"name":"Dee"}' -- 201 '{"id":12,"name":"Dee"}' -- location /users/12
+    check "delete the newest before the crash" DELETE /users/12 -- 204
+    check "create before the crash" POST /users '{"name":"Eve"}' -- 201 '{"id":13,"name":"Eve"}' -- location /users/13
+    req GET '/users?limit=1000'
+    local before=$body
+    kill -KILL "$pid"
+    wait "$pid" 2>/dev/null || true
+    pass "[$variant] SIGKILL berth"
+    start "$variant" "$data"
+    method_path="GET /users?limit=1000 after the restart"
+    req GET '/users?limit=1000'
+    expect 200 "$before"
+    pass "[$variant] after SIGKILL and restart, every acknowledged write is there: $body"
+    check "the user created before the crash" GET /users/13 -- 200 '{"id":13,"name":"Eve"}'
+    check "the counter does not reuse an id" POST /users '{"name":"Fay"}' -- 201 '{"id":14,"name":"Fay"}' -- location /users/14
+
+    # 20 creates at once: 20 distinct ids, all new. Which ones is up to the
+    # store (a request the host runs again leaves a gap), so from here on
+    # the transcript records what must hold rather than the exact bodies.
     local i ids
     for ((i = 0; i < 20; i++)); do
         curl -s --max-time 20 -X POST -H 'content-type: application/json' \
@@ -221,13 +241,14 @@ api() {
         # A body has no final newline: add one, so the ids stay apart.
         sed -n 's/^{"id":\([0-9]*\),"name":"Par"}$/\1/p' "$work/par-$i"; echo
     done | grep . | sort -n | uniq)
-    [[ $(wc -l <<<"$ids") == 20 ]] ||
-        fail "[$variant] 20 concurrent POSTs" "expected 20 distinct ids, got: $(cat "$work"/par-* | tr '\n' ' ')"
-    pass "[$variant] 20 concurrent POSTs -> 20 distinct ids ($(head -n 1 <<<"$ids")..$(tail -n 1 <<<"$ids"))"
-    echo "20 concurrent POSTs: $(tr '\n' ' ' <<<"$ids")" >>"$transcript"
+    [[ $(wc -l <<<"$ids") == 20 && $(head -n 1 <<<"$ids") -gt 14 ]] ||
+        fail "[$variant] 20 concurrent POSTs" "expected 20 distinct ids above 14, got: $(cat "$work"/par-* | tr '\n' ' ')"
+    pass "[$variant] 20 concurrent POSTs -> 20 distinct ids above 14 ($(head -n 1 <<<"$ids")..$(tail -n 1 <<<"$ids"))"
+    echo "20 concurrent POSTs: 20 distinct ids above 14" >>"$transcript"
 
     # Following the links visits every user once, in id order.
-    local next='/users?limit=7' seen=() pages=0
+    local next='/users?limit=7' seen=() pages=0 transcript_was=$transcript
+    transcript=/dev/null
     while [[ -n $next && $pages -lt 20 ]]; do
         method_path="GET $next"
         req GET "$next"
@@ -237,30 +258,18 @@ api() {
         pages=$((pages + 1))
     done
     local expected
-    expected="2 10 11 $(tr '\n' ' ' <<<"$ids")"
+    expected="2 10 11 13 14 $(tr '\n' ' ' <<<"$ids")"
     [[ "${seen[*]} " == "$expected" ]] ||
         fail "[$variant] paging with limit=7" "expected ids $expected" "got          ${seen[*]}"
     pass "[$variant] following link headers with limit=7: ${#seen[@]} users in $pages pages, in id order"
-
-    # Durability: acknowledged writes survive a SIGKILL, and the counter
-    # does not hand out an id again, even one whose user was deleted.
-    check "create before the crash" POST /users '{"name":"Dee"}' -- 201 '{"id":32,"name":"Dee"}' -- location /users/32
-    check "delete the newest before the crash" DELETE /users/32 -- 204
-    check "create before the crash" POST /users '{"name":"Eve"}' -- 201 '{"id":33,"name":"Eve"}' -- location /users/33
-    req GET '/users?limit=1000'
-    local before=$body
-    kill -KILL "$pid"
-    wait "$pid" 2>/dev/null || true
-    pass "[$variant] SIGKILL berth"
-    start "$variant" "$data"
-    method_path="GET /users?limit=1000 after the restart"
-    req GET '/users?limit=1000'
-    expect 200 "$before"
-    pass "[$variant] after SIGKILL and restart, every acknowledged write is there (${#before} bytes of users)"
-    check "the user created before the crash" GET /users/33 -- 200 '{"id":33,"name":"Eve"}'
-    check "the counter does not reuse an id" POST /users '{"name":"Fay"}' -- 201 '{"id":34,"name":"Fay"}' -- location /users/34
-    check "a large page" GET '/users?limit=1000&after=30' -- 200 \
-        '[{"id":31,"name":"Par"},{"id":33,"name":"Eve"},{"id":34,"name":"Fay"}]' -- link ''
+    method_path="GET /users?limit=1000&after=14"
+    req GET '/users?limit=1000&after=14'
+    expect 200
+    [[ $(grep -o '"name":"Par"' <<<"$body" | wc -l) == 20 && -z $(header link) ]] ||
+        fail "[$variant] $method_path" "expected the 20 new users and no link" "got $body"
+    pass "[$variant] one page of 1000 after 14: the 20 new users, no link"
+    transcript=$transcript_was
+    echo "paging: ${#seen[@]} users in $pages pages" >>"$transcript"
 
     kill -TERM "$pid"
     local t
