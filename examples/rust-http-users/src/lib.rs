@@ -1,7 +1,8 @@
 //! The users service as a standard `wasi:http/proxy` component: `{id, name}`
 //! records under /users, kept in `wasi:keyvalue` and seeded once with the
-//! original Flask app's John and Jane. Its answers match Berth's own
-//! `components/users` for every request they both serve.
+//! original Flask app's John and Jane. Its answers are those of Berth's own
+//! `components/users` (a `berth:service` component), which also has `PUT`
+//! and events; test.sh compares the two request by request.
 
 mod http;
 mod users;
