@@ -56,7 +56,11 @@ now_ns() { date +%s%N; }
 # start MANIFEST DATA CACHE: launch berth, wait (at most 60 s) for the first
 # 200 on GET /users/1; sets PID, URL and START_MS (launch to that 200).
 start() {
-    local out=$WORK/out t0 line code
+    local out=$WORK/out t0 line code=""
+    # Emptied here, not only by the redirection below: the child truncates
+    # it a moment after the fork, and the address of the last run must not
+    # be read in between.
+    : >"$out"
     t0=$(now_ns)
     "${PIN_SERVER[@]}" "$BERTH" serve --listen 127.0.0.1:0 --manifest "$1" --data "$2" \
         --cache-dir "$3" >"$out" 2>"$WORK/err" &
@@ -78,7 +82,9 @@ start() {
         kill -0 "$PID" 2>/dev/null || { cat "$WORK/err" >&2; fail "berth exited during start-up"; }
         sleep 0.002
     done
-    fail "no 200 on GET /users/1 within 60 s"
+    echo "berth's output:" >&2
+    cat "$out" "$WORK/err" >&2
+    fail "no 200 on GET /users/1 within 60 s (last answer: ${code:-none}, address: ${URL:-not printed})"
 }
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
