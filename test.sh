@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: sets up the pinned toolchain (with the wasm32-wasip2
 # target), then the unit, component and end-to-end tests in release mode,
-# the one profile the serve command also builds.
+# the one profile the serve command also builds, and last the examples in
+# Python, JavaScript and Rust (examples/test.sh), whose toolchains come from
+# PyPI and npm.
 #
 # The store's PostgreSQL tests use the server BERTH_TEST_POSTGRES names; when
 # it is unset and PostgreSQL's binaries are installed, a throw-away server is
@@ -61,3 +63,8 @@ cargo test --release --workspace --locked "$@"
 # The built-in components' unit tests once more with every instance reused
 # across requests, as a manifest's `reuse = N` would run them.
 BERTH_TEST_REUSE=1000 cargo test --release --locked -p berth-test --test users --test orders --test harness
+
+# The examples in Python, JavaScript and Rust, each built with its own
+# toolchain (fetched once into BERTH_EXAMPLES_CACHE) and run end to end
+# against the berth binary the tests above built.
+BERTH="${CARGO_TARGET_DIR:-target}/release/berth" examples/test.sh
