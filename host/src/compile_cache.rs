@@ -16,8 +16,17 @@ use std::collections::HashSet;
 use std::hash::{Hash as _, Hasher as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 use wasmtime::Engine;
 use wasmtime::component::Component;
+
+/// How long an entry no process has used since it was written stays on
+/// disk: a week.
+const UNUSED_ENTRY_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How long a partial write (a compile that died mid-save, or one another
+/// process is saving now) stays on disk.
+const PARTIAL_GRACE: Duration = Duration::from_secs(3600);
 
 /// A folder of `<wasm sha256>-<engine hash>.cwasm` files, each holding the
 /// SHA-256 of the rest, the key and a newline, then the compiled code.
@@ -110,22 +119,78 @@ impl CompileCache {
         }
     }
 
-    /// Delete the entries this process has not used: versions no longer
-    /// deployed, and builds of older engines.
+    /// Delete what this process has not used and nobody has written for a
+    /// while: entries older than [`UNUSED_ENTRY_GRACE`] (versions no longer
+    /// deployed, builds of older engines), and partial writes older than
+    /// [`PARTIAL_GRACE`]. The grace lets several manifests share one cache
+    /// directory (`berth compile` for each, then serving either) without
+    /// one's start deleting what the other just compiled.
     pub fn prune(&self) {
+        self.prune_older_than(UNUSED_ENTRY_GRACE, PARTIAL_GRACE);
+    }
+
+    fn prune_older_than(&self, entry_grace: Duration, partial_grace: Duration) {
         let used = self.used.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
+        let now = SystemTime::now();
         for entry in entries.flatten() {
             let path = entry.path();
-            let stale = matches!(
-                path.extension().and_then(|e| e.to_str()),
-                Some("cwasm" | "partial")
-            ) && !used.contains(&path);
-            if stale {
+            let grace = match path.extension().and_then(|e| e.to_str()) {
+                Some("cwasm") => entry_grace,
+                Some("partial") => partial_grace,
+                _ => continue,
+            };
+            let age = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|written| now.duration_since(written).ok())
+                .unwrap_or_default();
+            if age > grace && !used.contains(&path) {
                 let _ = std::fs::remove_file(&path);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An entry written a moment ago by another manifest's compile stays;
+    /// one nobody used for longer than the grace goes, and so does an old
+    /// partial write; an entry this process used stays however old.
+    #[test]
+    fn prune_keeps_recent_and_used_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompileCache::new(dir.path(), &Engine::default());
+        let file = |name: &str, age: Duration| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, b"x").unwrap();
+            let file = std::fs::File::options().write(true).open(&path).unwrap();
+            file.set_modified(SystemTime::now() - age).unwrap();
+            path
+        };
+        let hour = Duration::from_secs(3600);
+        let fresh = file("fresh.cwasm", hour);
+        let old = file("old.cwasm", 200 * hour);
+        let used = file("used.cwasm", 200 * hour);
+        let old_partial = file("old.partial", 2 * hour);
+        let new_partial = file("new.partial", Duration::from_secs(60));
+        let other = file("notes.txt", 200 * hour);
+        cache.used.lock().unwrap().insert(used.clone());
+        cache.prune();
+        for (path, kept) in [
+            (fresh, true),
+            (old, false),
+            (used, true),
+            (old_partial, false),
+            (new_partial, true),
+            (other, true),
+        ] {
+            assert_eq!(path.exists(), kept, "{}", path.display());
         }
     }
 }
