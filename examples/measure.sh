@@ -14,7 +14,7 @@ rows=$(mktemp)
 trap 'rm -f "$rows"' EXIT
 for example in rust-http-users python-users js-users; do
     "examples/$example/build.sh" >&2
-    "examples/$example/measure.sh" | grep '^| ' | grep -v -e '^| NAME' -e '^| ---' >> "$rows"
+    "examples/$example/measure.sh" | grep "^| " | grep -v -i -e "^| name |" -e "^| ---" | tee -a "$rows" >&2
 done
 
 echo "# examples/measure.sh $(date -u +%Y-%m-%dT%H:%MZ), load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -22,13 +22,11 @@ echo
 echo "| example | variant | size MB | cold compile s | warm start ms | GET /users/1 req/s | req/s vs Rust service |"
 echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
 awk -F'|' '
-    { for (i = 2; i <= 7; i++) gsub(/^ +| +$/, "", $i); row[NR] = $0; name[NR] = $2; variant[NR] = $3; rps[NR] = $7 }
-    name[NR] == "rust-http-users" && variant[NR] == "service" { base = $7 }
+    function trim(x) { gsub(/^ +| +$/, "", x); return x }
+    { n++; for (i = 2; i <= 7; i++) f[n, i] = trim($i) }
+    f[n, 2] == "rust-http-users" && f[n, 3] == "service" { base = f[n, 7] }
     END {
-        for (n = 1; n <= NR; n++) {
-            split(row[n], f, "|")
-            for (i = 2; i <= 7; i++) gsub(/^ +| +$/, "", f[i])
-            printf "| %s | %s | %s | %s | %s | %s | %s |\n", f[2], f[3], f[4], f[5], f[6], f[7],
-                (base > 0 ? sprintf("%.2f", f[7] / base) : "-")
-        }
+        for (r = 1; r <= n; r++)
+            printf "| %s | %s | %s | %s | %s | %s | %s |\n", f[r, 2], f[r, 3], f[r, 4], f[r, 5],
+                f[r, 6], f[r, 7], (base > 0 ? sprintf("%.2f", f[r, 7] / base) : "-")
     }' "$rows"

