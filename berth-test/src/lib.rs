@@ -60,6 +60,10 @@ pub enum Error {
     Timeout(Duration),
     /// The writes could not be committed.
     Store(String),
+    /// An event was delivered on a topic the component's manifest entry
+    /// does not subscribe to (see [`TestComponent::with_manifest`]): the
+    /// host would never deliver it.
+    NotSubscribed(String),
 }
 
 impl std::fmt::Display for Error {
@@ -68,6 +72,7 @@ impl std::fmt::Display for Error {
             Error::Trap { reason, details } => write!(f, "component trapped: {reason}\n{details}"),
             Error::Timeout(t) => write!(f, "component did not answer within {} ms", t.as_millis()),
             Error::Store(e) => write!(f, "store failure: {e}"),
+            Error::NotSubscribed(e) => f.write_str(e),
         }
     }
 }
@@ -92,6 +97,8 @@ pub struct TestComponent {
     /// Requests per instance, when instances are reused.
     reuse: Option<u32>,
     stubs: Arc<Stubs>,
+    /// The grants of the manifest entry it was loaded under, if any.
+    grants: Option<Arc<Grants>>,
     /// Numbers the deliveries [`TestComponent::deliver`] makes.
     deliveries: std::sync::atomic::AtomicI64,
     /// Drives the component's future and its commit.
@@ -138,7 +145,7 @@ impl TestComponent {
             Ok(berth::executor::Kind::WasiHttp) => None,
             _ => reuse_from_env()?,
         };
-        TestComponent::link(name, compiled, DEFAULT_TIMEOUT, reuse)
+        TestComponent::link(name, compiled, DEFAULT_TIMEOUT, reuse, None)
     }
 
     fn link(
@@ -146,14 +153,15 @@ impl TestComponent {
         wasm: Arc<Component>,
         timeout: Duration,
         reuse: Option<u32>,
+        grants: Option<Arc<Grants>>,
     ) -> anyhow::Result<TestComponent> {
-        let limits = CallLimits::new(timeout, DEFAULT_MEMORY, DEFAULT_CONCURRENCY).with_reuse(
-            reuse.map(|max_uses| Reuse {
+        let limits = CallLimits::new(timeout, DEFAULT_MEMORY, DEFAULT_CONCURRENCY)
+            .with_reuse(reuse.map(|max_uses| Reuse {
                 max_uses,
                 idle: Duration::from_secs(3600),
                 max_idle: DEFAULT_CONCURRENCY,
-            }),
-        );
+            }))
+            .with_subscriptions(grants.as_ref().is_some_and(|g| !g.subscribes.is_empty()));
         let component = runtime()?.link(name, &wasm, limits)?;
         let executor = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -166,7 +174,11 @@ impl TestComponent {
             wasm,
             timeout,
             reuse,
-            stubs: Arc::new(Stubs::default()),
+            stubs: Arc::new(Stubs {
+                services: Mutex::default(),
+                grants: grants.clone(),
+            }),
+            grants,
             deliveries: Default::default(),
             executor,
         })
@@ -175,7 +187,44 @@ impl TestComponent {
     /// The same component with a different deadline per request. The store
     /// and the captured log start empty.
     pub fn with_timeout(self, timeout: Duration) -> anyhow::Result<TestComponent> {
-        TestComponent::link(&self.name, self.wasm, timeout, self.reuse)
+        TestComponent::link(&self.name, self.wasm, timeout, self.reuse, self.grants)
+    }
+
+    /// The same component under its entry in the manifest at `path` (the
+    /// entry named as the component is), so that it runs with the grants it
+    /// will be served with: a call to a service not in `calls` and a
+    /// publish on a topic not in `publishes` fail as they fail when served,
+    /// [`TestComponent::deliver`] refuses a topic not in `subscribes`, and a
+    /// component with `subscribes` must export an event handler. The entry's
+    /// `timeout_ms` applies too. The store and the captured log start empty.
+    pub fn with_manifest(self, path: impl AsRef<Path>) -> anyhow::Result<TestComponent> {
+        let path = path.as_ref();
+        let manifest = berth::manifest::Manifest::from_file(path)?;
+        let Some(spec) = manifest.components.get(&self.name) else {
+            anyhow::bail!(
+                "the manifest {} has no component `{}`; its components are: {}",
+                path.display(),
+                self.name,
+                manifest
+                    .components
+                    .keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        };
+        let grants = Grants {
+            calls: spec.calls.clone(),
+            publishes: spec.publishes.clone(),
+            subscribes: spec.subscribes.clone(),
+        };
+        TestComponent::link(
+            &self.name,
+            self.wasm,
+            spec.timeout,
+            self.reuse,
+            Some(Arc::new(grants)),
+        )
     }
 
     /// The same component with each instance kept for up to `requests`
@@ -186,7 +235,13 @@ impl TestComponent {
         if requests == 0 {
             anyhow::bail!("reuse needs at least 1 request per instance");
         }
-        TestComponent::link(&self.name, self.wasm, self.timeout, Some(requests))
+        TestComponent::link(
+            &self.name,
+            self.wasm,
+            self.timeout,
+            Some(requests),
+            self.grants,
+        )
     }
 
     /// Requests each instance serves, when instances are reused.
@@ -307,6 +362,14 @@ impl TestComponent {
     /// Deliver an event to the component's event handler, as the host's
     /// delivery worker would. `Ok(Err(reason))`: the component refused it.
     pub fn deliver(&self, topic: &str, payload: &Value) -> Result<Result<(), String>, Error> {
+        if let Some(grants) = &self.grants
+            && !grants.subscribes.iter().any(|t| t == topic)
+        {
+            return Err(Error::NotSubscribed(format!(
+                "component `{}` does not subscribe to `{topic}`, so the host would never deliver it; add it to `subscribes` in the manifest",
+                self.name
+            )));
+        }
         let id = self
             .deliveries
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -402,20 +465,34 @@ pub struct PublishedEvent {
 
 type Stub = Arc<dyn Fn(&Request) -> StubResponse + Send + Sync>;
 
-/// The harness's stand-in for other services: stubs by name, every topic
-/// allowed, no subscribers (published events are kept for inspection).
-#[derive(Default)]
+/// The harness's stand-in for other services: stubs by name, no
+/// subscribers (published events are kept for inspection), and every call
+/// and topic allowed unless the component was loaded under a manifest.
 struct Stubs {
     services: Mutex<HashMap<String, Stub>>,
+    grants: Option<Arc<Grants>>,
+}
+
+/// What a manifest entry lets a component do.
+struct Grants {
+    calls: Vec<String>,
+    publishes: Vec<String>,
+    subscribes: Vec<String>,
 }
 
 impl Services for Stubs {
     fn call(
         self: Arc<Self>,
-        _caller: Caller,
+        caller: Caller,
         service: String,
         request: Request,
     ) -> Pin<Box<dyn Future<Output = Result<Response, CallError>> + Send>> {
+        if let Some(grants) = &self.grants
+            && !grants.calls.contains(&service)
+        {
+            let refused = berth::mesh::call_not_allowed(&caller.component, &service);
+            return Box::pin(std::future::ready(Err(refused)));
+        }
         let stub = self
             .services
             .lock()
@@ -441,8 +518,10 @@ impl Services for Stubs {
         Box::pin(std::future::ready(answer))
     }
 
-    fn may_publish(&self, _component: &str, _topic: &str) -> bool {
-        true
+    fn may_publish(&self, _component: &str, topic: &str) -> bool {
+        self.grants
+            .as_ref()
+            .is_none_or(|g| g.publishes.iter().any(|t| t == topic))
     }
 
     fn subscribers(&self, _topic: &str) -> Vec<String> {

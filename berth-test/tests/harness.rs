@@ -162,3 +162,120 @@ fn with_reuse_keeps_globals_for_n_requests_but_not_past_a_trap() {
         assert_eq!([count(), count()], [1, 1]);
     }
 }
+
+/// Under a manifest, a component runs with the grants it will be served
+/// with: a missing `calls` or `publishes` grant fails as it does when
+/// served, an event on a topic it does not subscribe to is refused, and a
+/// component with `subscribes` but no event handler does not load.
+#[test]
+fn a_manifest_s_grants_apply_as_when_served() {
+    let dir = std::env::temp_dir().join(format!("berth-test-grants-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let bare = manifest(
+        "bare.toml",
+        "[components.users]\nwasm = \"builtin:users\"\nroutes = [\"/users\"]\n\n\
+         [components.orders]\nwasm = \"builtin:orders\"\nroutes = [\"/orders\"]\n",
+    );
+    let granted = manifest(
+        "granted.toml",
+        "[components.users]\nwasm = \"builtin:users\"\nroutes = [\"/users\"]\npublishes = [\"user.deleted\"]\n\n\
+         [components.orders]\nwasm = \"builtin:orders\"\nroutes = [\"/orders\"]\ncalls = [\"users\"]\nsubscribes = [\"user.deleted\"]\n",
+    );
+
+    // Without `publishes`, a delete is refused its event, in one readable line.
+    let users = TestComponent::builtin("users")
+        .unwrap()
+        .with_manifest(&bare)
+        .unwrap();
+    let reply = users.delete("/users/1").send().unwrap();
+    assert_eq!(reply.status, 500);
+    let error = reply.json()["error"].as_str().unwrap().to_string();
+    assert_eq!(
+        error,
+        "could not publish user.deleted: component `users` may not publish on `user.deleted`; add it to `publishes` in the manifest"
+    );
+    let users = TestComponent::builtin("users")
+        .unwrap()
+        .with_manifest(&granted)
+        .unwrap();
+    assert_eq!(users.delete("/users/1").send().unwrap().status, 204);
+    assert_eq!(users.published().len(), 1);
+
+    // Without `calls`, the users service is unreachable even with a stub.
+    let orders = TestComponent::builtin("orders")
+        .unwrap()
+        .with_manifest(&bare)
+        .unwrap();
+    orders.stub_service("users", |_| {
+        berth_test::StubResponse::json(200, serde_json::json!({"id": 1, "name": "John"}))
+    });
+    let reply = orders
+        .post("/orders")
+        .json(&serde_json::json!({"user_id": 1}))
+        .send()
+        .unwrap();
+    assert_eq!(reply.status, 503, "{:?}", reply.json());
+    assert!(
+        reply.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("component `orders` may not call `users`; add it to `calls` in the manifest"),
+        "{:?}",
+        reply.json()
+    );
+    // With it, the stub answers; events arrive only on subscribed topics.
+    let orders = TestComponent::builtin("orders")
+        .unwrap()
+        .with_manifest(&granted)
+        .unwrap();
+    orders.stub_service("users", |_| {
+        berth_test::StubResponse::json(200, serde_json::json!({"id": 1, "name": "John"}))
+    });
+    let reply = orders
+        .post("/orders")
+        .json(&serde_json::json!({"user_id": 1}))
+        .send()
+        .unwrap();
+    assert_eq!(reply.status, 201, "{:?}", reply.json());
+    let payload = serde_json::json!({"id": 1});
+    assert_eq!(orders.deliver("user.deleted", &payload).unwrap(), Ok(()));
+    let err = orders.deliver("user.renamed", &payload).unwrap_err();
+    assert!(
+        matches!(&err, Error::NotSubscribed(m) if m.contains("does not subscribe to `user.renamed`")),
+        "{err:?}"
+    );
+
+    // A manifest without the component, and a subscriber with no handler.
+    let err = TestComponent::builtin("users")
+        .unwrap()
+        .with_manifest(manifest(
+            "other.toml",
+            "[components.other]\nwasm = \"builtin:users\"\nroutes = [\"/other\"]\n",
+        ))
+        .err()
+        .expect("no `users` in that manifest");
+    assert!(
+        err.to_string()
+            .contains("has no component `users`; its components are: other"),
+        "{err}"
+    );
+    let plain = manifest(
+        "plain.toml",
+        "[components.plain-service]\nwasm = \"builtin:users\"\nroutes = [\"/plain\"]\nsubscribes = [\"user.deleted\"]\n",
+    );
+    let err = TestComponent::workspace("plain_service")
+        .unwrap()
+        .with_manifest(&plain)
+        .err()
+        .expect("a subscriber without a handler is refused");
+    assert!(
+        format!("{err:#}").contains("does not export `berth:service/subscriber`"),
+        "{err:#}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -296,10 +296,7 @@ impl Mesh {
         service: &str,
     ) -> Result<Arc<crate::executor::Executor>, CallError> {
         if !self.may_call(&caller.component, service) {
-            return Err(CallError::NotAllowed(format!(
-                "component `{}` may not call `{service}`; add it to `calls` in the manifest",
-                caller.component
-            )));
+            return Err(call_not_allowed(&caller.component, service));
         }
         let Some(callee) = self.app.component(service) else {
             return Err(CallError::UnknownService(format!(
@@ -349,4 +346,12 @@ fn call_error_message(e: &CallError) -> &str {
         | CallError::Failed(m)
         | CallError::Unavailable(m) => m,
     }
+}
+
+/// What a component gets for calling a service its manifest entry does not
+/// grant it, here and in `berth-test`'s harness alike.
+pub fn call_not_allowed(caller: &str, service: &str) -> CallError {
+    CallError::NotAllowed(format!(
+        "component `{caller}` may not call `{service}`; add it to `calls` in the manifest"
+    ))
 }
