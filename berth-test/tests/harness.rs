@@ -206,19 +206,24 @@ fn a_manifest_s_grants_apply_as_when_served() {
     assert_eq!(users.delete("/users/1").send().unwrap().status, 204);
     assert_eq!(users.published().len(), 1);
 
+    // Orders under `manifest`, with users stubbed, creating an order.
+    let order_under = |manifest: &std::path::Path| {
+        let orders = TestComponent::builtin("orders")
+            .unwrap()
+            .with_manifest(manifest)
+            .unwrap();
+        orders.stub_service("users", |_| {
+            berth_test::StubResponse::json(200, serde_json::json!({"id": 1, "name": "John"}))
+        });
+        let reply = orders
+            .post("/orders")
+            .json(&serde_json::json!({"user_id": 1}))
+            .send()
+            .unwrap();
+        (orders, reply)
+    };
     // Without `calls`, the users service is unreachable even with a stub.
-    let orders = TestComponent::builtin("orders")
-        .unwrap()
-        .with_manifest(&bare)
-        .unwrap();
-    orders.stub_service("users", |_| {
-        berth_test::StubResponse::json(200, serde_json::json!({"id": 1, "name": "John"}))
-    });
-    let reply = orders
-        .post("/orders")
-        .json(&serde_json::json!({"user_id": 1}))
-        .send()
-        .unwrap();
+    let (_, reply) = order_under(&bare);
     assert_eq!(reply.status, 503, "{:?}", reply.json());
     assert!(
         reply.json()["error"]
@@ -229,18 +234,7 @@ fn a_manifest_s_grants_apply_as_when_served() {
         reply.json()
     );
     // With it, the stub answers; events arrive only on subscribed topics.
-    let orders = TestComponent::builtin("orders")
-        .unwrap()
-        .with_manifest(&granted)
-        .unwrap();
-    orders.stub_service("users", |_| {
-        berth_test::StubResponse::json(200, serde_json::json!({"id": 1, "name": "John"}))
-    });
-    let reply = orders
-        .post("/orders")
-        .json(&serde_json::json!({"user_id": 1}))
-        .send()
-        .unwrap();
+    let (orders, reply) = order_under(&granted);
     assert_eq!(reply.status, 201, "{:?}", reply.json());
     let payload = serde_json::json!({"id": 1});
     assert_eq!(orders.deliver("user.deleted", &payload).unwrap(), Ok(()));
