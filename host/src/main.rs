@@ -406,15 +406,16 @@ fn largest_memory(manifest: &Manifest) -> usize {
 
 /// `berth compile`: every component compiled (or found already) in the
 /// cache, one line each, or exit 1 naming the first that fails.
-/// The admin token from `--admin-token-file` or BERTH_ADMIN_TOKEN, as
-/// `berth serve --admin` reads it.
-fn admin_secret(file: Option<&std::path::Path>) -> anyhow::Result<String> {
+/// The admin token's text from `--admin-token-file` or BERTH_ADMIN_TOKEN,
+/// for `berth serve --admin` and the commands that talk to it alike;
+/// `needing` names what asked for it in the error.
+fn admin_secret(file: Option<&std::path::Path>, needing: &str) -> anyhow::Result<String> {
     match file {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the admin token file {}", path.display())),
         None => std::env::var(ADMIN_TOKEN_ENV).map_err(|_| {
             anyhow::anyhow!(
-                "the admin API needs its token: set {ADMIN_TOKEN_ENV} or pass --admin-token-file FILE"
+                "{needing} needs a token: set {ADMIN_TOKEN_ENV} or pass --admin-token-file FILE"
             )
         }),
     }
@@ -430,7 +431,7 @@ fn admin_call(
 ) -> anyhow::Result<serde_json::Value> {
     let client = berth::admin_client::AdminClient::new(
         &target.admin,
-        &admin_secret(target.admin_token_file.as_deref())?,
+        &admin_secret(target.admin_token_file.as_deref(), "the admin API")?,
     )?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -913,16 +914,7 @@ fn admin_config(args: &ServeArgs) -> anyhow::Result<Option<AdminConfig>> {
             "refusing to serve the admin API on {addr}, which is not a loopback address: anyone who reaches it with the token can replace running code. Use 127.0.0.1, or pass --admin-allow-remote on a trusted network"
         );
     }
-    let secret = match &args.admin_token_file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the admin token file {}", path.display()))?,
-        None => match std::env::var(ADMIN_TOKEN_ENV) {
-            Ok(token) => token,
-            Err(_) => bail!(
-                "--admin needs a token: set {ADMIN_TOKEN_ENV} or pass --admin-token-file FILE"
-            ),
-        },
-    };
+    let secret = admin_secret(args.admin_token_file.as_deref(), "--admin")?;
     let token = AdminToken::new(&secret).context("--admin needs a token")?;
     let mut config = AdminConfig::new(token);
     config.max_wasm_bytes = args.admin_max_wasm_bytes;

@@ -604,19 +604,12 @@ fn answers_as_wasmtime_serve_does() {
             return;
         }
     };
-    // A free port for wasmtime serve, which prints its address only once
-    // bound; the race with another process taking it is harmless here.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // wasmtime serve binds port 0 and prints where it listens on stderr.
     let mut reference = std::process::Command::new(&wasmtime)
         .args([
             "serve",
             "--addr",
-            &addr.to_string(),
+            "127.0.0.1:0",
             "-S",
             "cli",
             "-S",
@@ -624,9 +617,10 @@ fn answers_as_wasmtime_serve_does() {
         ])
         .arg(test_wasm("http_hello"))
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("running {wasmtime}: {e}"));
+    let reference_log = Logs::collect(reference.stderr.take().unwrap());
     struct Kill(std::process::Child);
     impl Drop for Kill {
         fn drop(&mut self) {
@@ -634,20 +628,20 @@ fn answers_as_wasmtime_serve_does() {
             let _ = self.0.wait();
         }
     }
-    let _reference_guard = {
-        let started = Instant::now();
-        while TcpStream::connect(addr).is_err() {
-            if let Ok(Some(status)) = reference.try_wait() {
-                panic!("wasmtime serve exited: {status}");
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "wasmtime serve did not listen on {addr} within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Kill(reference)
-    };
+    let _reference = Kill(reference);
+    const SERVING: &str = "Serving HTTP on http://";
+    assert!(
+        reference_log.wait_for_line(&[SERVING], Duration::from_secs(60)),
+        "wasmtime serve did not say where it listens within 60 s: {}",
+        reference_log.text()
+    );
+    let text = reference_log.text();
+    let addr: SocketAddr = text
+        .split(SERVING)
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no address in wasmtime serve's {text:?}"));
     let s = serve(&hello("hello", "strip_prefix = true"), &[]);
 
     // Headers each server sets itself, or that carry the request id Berth
