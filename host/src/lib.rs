@@ -13,6 +13,7 @@ pub mod builtin;
 pub mod capabilities;
 pub mod compile_cache;
 pub mod conn;
+pub mod dev;
 pub mod dispatch;
 pub mod events;
 pub mod executor;

@@ -4,6 +4,7 @@ use anyhow::{Context as _, bail};
 use berth::admin::{self, AdminConfig, AdminToken};
 use berth::app::App;
 use berth::broker::{Broker, BrokerConfig};
+use berth::dev;
 use berth::events::{self, DeadLetters, DeliveryConfig};
 use berth::manifest::Manifest;
 use berth::mesh::Mesh;
@@ -14,8 +15,9 @@ use berth::watch;
 use clap::{Parser, Subcommand};
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 /// Serve microservices as sandboxed WebAssembly components.
@@ -57,6 +59,29 @@ enum Command {
     /// Swap a running berth's component back to the version the live one
     /// replaced (a second rollback undoes the first).
     Rollback(RollbackArgs),
+    /// Develop a component: build the project in DIR, serve its manifest
+    /// (DIR/berth.toml) with every `serve` flag available, and on each
+    /// saved change build again and hot-swap the result in. A failed build
+    /// prints its errors and the running version keeps serving.
+    Dev(DevArgs),
+}
+
+#[derive(clap::Args)]
+struct DevArgs {
+    /// The project: its files are watched and its build runs there.
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    /// The command that builds the project, run by `sh -c` in DIR. Default:
+    /// `cargo build --release` when DIR has a Cargo.toml, else `./build.sh`.
+    #[arg(long, value_name = "COMMAND")]
+    build: Option<String>,
+    /// Seconds a build may run before it is killed and counts as failed.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=HOUR))]
+    build_timeout_secs: u64,
+    /// The `serve` flags; --manifest defaults to DIR/berth.toml and
+    /// --watch is always on.
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(clap::Args)]
@@ -327,6 +352,7 @@ fn main() -> std::process::ExitCode {
         Command::DeadLetters(command) => dead_letters(command),
         Command::Push(args) => push(args),
         Command::Rollback(args) => rollback(args),
+        Command::Dev(args) => dev(args),
     };
     stderr.flush_now();
     match result {
@@ -537,7 +563,94 @@ fn compile(args: CompileArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `berth dev`: build once, then serve with `--watch` while a task
+/// rebuilds on every change of the project's sources.
+fn dev(args: DevArgs) -> anyhow::Result<()> {
+    let DevArgs {
+        dir,
+        build,
+        build_timeout_secs,
+        serve: mut serve_args,
+    } = args;
+    if !dir.is_dir() {
+        bail!(
+            "{} is not a directory: give the project's directory",
+            dir.display()
+        );
+    }
+    let manifest_path = serve_args
+        .manifest
+        .clone()
+        .unwrap_or_else(|| dir.join("berth.toml"));
+    if !manifest_path.is_file() {
+        bail!(
+            "there is no manifest at {}: write one (`berth new` makes a project with it) or pass --manifest FILE",
+            manifest_path.display()
+        );
+    }
+    serve_args.manifest = Some(manifest_path.clone());
+    serve_args.watch = true;
+    let build = dev::Build::detect(&dir, build, Duration::from_secs(build_timeout_secs))?;
+    // The build's outputs, the store and the cache change as it runs and
+    // serves; they are not sources.
+    let manifest = Manifest::from_file(&manifest_path)?;
+    let outputs = manifest.components.values().filter_map(|c| match &c.wasm {
+        berth::manifest::WasmSource::File(path) => path.parent().map(Path::to_path_buf),
+        berth::manifest::WasmSource::Builtin(_) => None,
+    });
+    let mut ignored: Vec<PathBuf> = outputs
+        .filter(|out| std::path::absolute(out).ok() != std::path::absolute(&dir).ok())
+        .collect();
+    ignored.push(serve_args.store.data.clone());
+    ignored.extend(serve_args.cache_dir.clone());
+    let sources = dev::Sources::new(&dir, ignored);
+    let (before, _) = sources.scan();
+    tracing::info!(
+        "dev: building with `{}` in {}",
+        build.command,
+        dir.display()
+    );
+    match build.run(&AtomicBool::new(false)) {
+        Ok(took) => tracing::info!("dev: built in {:.1} s", took.as_secs_f64()),
+        Err(failed) => {
+            let missing: Vec<String> = manifest
+                .components
+                .values()
+                .filter_map(|c| match &c.wasm {
+                    berth::manifest::WasmSource::File(path) if !path.is_file() => {
+                        Some(path.display().to_string())
+                    }
+                    _ => None,
+                })
+                .collect();
+            if !missing.is_empty() {
+                eprintln!("{}", failed.output.trim_end());
+                bail!(
+                    "the first build (`{}`) failed ({}) and left nothing to serve ({} missing): fix it and run berth dev again",
+                    build.command,
+                    failed.reason,
+                    missing.join(", ")
+                );
+            }
+            tracing::warn!(
+                "dev: the first build failed ({}); serving the previous build. Its output:\n{}",
+                failed.reason,
+                failed.output.trim_end()
+            );
+        }
+    }
+    serve_with(serve_args, Some((build, sources, before)))
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    serve_with(args, None)
+}
+
+/// What `berth dev` adds to serving: the build, the sources it watches,
+/// and how they looked when the first build started.
+type DevLoop = (dev::Build, dev::Sources, dev::Snapshot);
+
+fn serve_with(args: ServeArgs, dev_loop: Option<DevLoop>) -> anyhow::Result<()> {
     // Check what can be checked cheaply before binding: a bad manifest, flag
     // or admin token never opens the port.
     let manifest = match &args.manifest {
@@ -654,6 +767,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 stopped(stop_rx.clone()),
             ))
         });
+        let rebuilder = dev_loop.map(|(build, sources, built)| {
+            tokio::spawn(dev::rebuild_on_change(
+                build,
+                sources,
+                built,
+                stopped(stop_rx.clone()),
+            ))
+        });
         let store = Arc::new(store);
         let probe = {
             let store = store.clone();
@@ -674,6 +795,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         if let Some(watcher) = watcher {
             watcher.await.context("the file watcher panicked")?;
+        }
+        if let Some(rebuilder) = rebuilder {
+            rebuilder.await.context("the dev rebuilder panicked")?;
         }
         if let Ok(store) = Arc::try_unwrap(store) {
             store.close();

@@ -7,6 +7,7 @@ mod broker;
 mod cache;
 mod cli;
 mod crash;
+mod dev;
 mod durability;
 mod events;
 mod faults;

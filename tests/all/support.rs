@@ -356,14 +356,22 @@ pub struct Starting {
 impl Starting {
     /// Spawn `berth serve` on port 0 with its stderr captured (and echoed).
     pub fn spawn(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Starting {
-        Starting::run(Command::new(BERTH), Some(data), args, env)
+        Starting::run(Command::new(BERTH), "serve", Some(data), args, env)
+    }
+
+    /// `berth dev` in the project `dir` (its working directory too), on
+    /// port 0 with its stderr captured, and `args` after the directory.
+    pub fn spawn_dev(dir: &Path, args: &[&str]) -> Starting {
+        let mut command = Command::new(BERTH);
+        command.current_dir(dir);
+        Starting::run(command, "dev", None, args, &[])
     }
 
     /// Like [`Starting::spawn`] without `--data` (for `--store`), from
     /// `command`, which runs `berth` and may set its directory or
     /// environment.
     pub fn spawn_command(command: Command, args: &[&str], env: &[(&str, &str)]) -> Starting {
-        Starting::run(command, None, args, env)
+        Starting::run(command, "serve", None, args, env)
     }
 
     /// Like [`Starting::spawn`], with `berth` started by the shell command
@@ -377,18 +385,20 @@ impl Starting {
     ) -> Starting {
         let mut bash = Command::new("bash");
         bash.args(["-c", script, "berth", BERTH]);
-        Starting::run(bash, Some(data), args, env)
+        Starting::run(bash, "serve", Some(data), args, env)
     }
 
-    /// Run `command` with the `serve` arguments appended, stdout piped for
-    /// the `listening on` line and stderr collected into [`Logs`].
+    /// Run `command` with the subcommand `sub` (`serve`, `dev`) and its
+    /// arguments appended, stdout piped for the `listening on` line and
+    /// stderr collected into [`Logs`].
     fn run(
         mut command: Command,
+        sub: &str,
         data: Option<&Path>,
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Starting {
-        command.args(["serve", "--listen", "127.0.0.1:0"]);
+        command.args([sub, "--listen", "127.0.0.1:0"]);
         if let Some(data) = data {
             command.arg("--data").arg(data);
         }
