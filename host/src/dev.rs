@@ -233,7 +233,7 @@ impl Sources {
                 let path = entry.path();
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
-                if name.starts_with('.') || self.ignored.iter().any(|i| *i == path) {
+                if name.starts_with('.') || self.ignored.contains(&path) {
                     continue;
                 }
                 let Ok(kind) = entry.file_type() else {
