@@ -56,7 +56,9 @@ pub fn method_not_allowed(method: &str, allow: &[&str]) -> Response {
 /// [`DEFAULT_LIMIT`]) and the cursor `after` (an id; the page starts past it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Paging {
+    /// Most records on the page.
     pub limit: usize,
+    /// The page holds records with ids greater than this (0: from the start).
     pub after: u64,
 }
 

@@ -43,6 +43,8 @@ pub struct Collection {
 }
 
 impl Collection {
+    /// The collection `name`: its records live under keys `NAME/ID`, and
+    /// its id counter under `meta/NAME/next-id`.
     pub const fn new(name: &'static str) -> Self {
         Collection { name }
     }
