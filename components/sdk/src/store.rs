@@ -43,7 +43,8 @@ pub struct Collection {
 }
 
 impl Collection {
-    /// The collection `name`: its records live under keys `NAME/ID`, and
+    /// The collection `name`: its records live under keys `NAME/ID` (the id
+    /// zero-padded to 20 digits, so keys sort as ids do), and
     /// its id counter under `meta/NAME/next-id`.
     pub const fn new(name: &'static str) -> Self {
         Collection { name }
