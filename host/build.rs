@@ -29,7 +29,10 @@ fn main() {
     let target_dir = out_dir.join("guest-target");
     build_guests(&guests.join("Cargo.toml"), &target_dir);
     let built_dir = target_dir.join(TARGET).join("release");
-    println!("cargo:rustc-env=BERTH_GUEST_TARGET={}", target_dir.display());
+    println!(
+        "cargo:rustc-env=BERTH_GUEST_TARGET={}",
+        target_dir.display()
+    );
     for name in COMPONENTS {
         let built = built_dir.join(format!("{name}.wasm"));
         let dest = out_dir.join(format!("{name}.wasm"));

@@ -156,22 +156,16 @@ fn run(cmd: &mut Command) -> anyhow::Result<String> {
         let stdout = String::from_utf8_lossy(&output.stdout);
         // cargo's JSON lines on stdout carry nothing the rendered
         // diagnostics on stderr do not; another tool's stdout may.
-        let stdout = if stdout.lines().all(|l| l.starts_with('{')) {
-            ""
-        } else {
-            stdout.trim()
-        };
-        bail!(
-            "`{}` failed ({}):\n{}{}",
-            show(cmd),
-            output.status,
-            stderr.trim_end(),
-            if stdout.is_empty() {
-                String::new()
-            } else {
-                format!("\n{stdout}")
-            }
-        );
+        let mut said = stderr.trim_end().to_string();
+        let stdout = stdout.trim();
+        if !stdout.lines().all(|l| l.starts_with('{')) {
+            said = format!("{said}\n{stdout}").trim().to_string();
+        }
+        let failed = format!("`{}` failed ({})", show(cmd), output.status);
+        if said.is_empty() {
+            bail!("{failed}, saying nothing");
+        }
+        bail!("{failed}:\n{said}");
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
@@ -192,7 +186,10 @@ fn cdylibs(messages: &str) -> Vec<(String, PathBuf)> {
         if !is_cdylib {
             continue;
         }
-        let from = msg["manifest_path"].as_str().unwrap_or_default().to_string();
+        let from = msg["manifest_path"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         for file in msg["filenames"].as_array().into_iter().flatten() {
             if let Some(file) = file.as_str().filter(|f| f.ends_with(".wasm")) {
                 found.push((from.clone(), PathBuf::from(file)));

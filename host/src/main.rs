@@ -515,7 +515,11 @@ fn new(args: NewArgs) -> anyhow::Result<()> {
         berth_src: args.berth_src,
     };
     let dir = berth::scaffold::create(&options)?;
-    println!("created `{}` in {}; next, in that directory:", options.name, dir.display());
+    println!(
+        "created `{}` in {}; next, in that directory:",
+        options.name,
+        dir.display()
+    );
     for step in berth::scaffold::next_steps(lang) {
         println!("  {step}");
     }

@@ -67,7 +67,9 @@ pub fn create(options: &Options) -> anyhow::Result<PathBuf> {
     let dir = &options.dir;
     check_empty(dir)?;
     let berth_src = berth_source(options.berth_src.as_deref())?;
-    let src = berth_src.to_str().filter(|s| !s.contains(['"', '\\', '\n']));
+    let src = berth_src
+        .to_str()
+        .filter(|s| !s.contains(['"', '\\', '\n']));
     let Some(src) = src else {
         bail!(
             "the Berth source path {} holds a character a Cargo.toml path cannot: move it or pass --berth-src",
@@ -89,7 +91,10 @@ pub fn create(options: &Options) -> anyhow::Result<PathBuf> {
         // Start from the versions Berth itself is locked to, so the first
         // build needs no resolution and reuses what is already downloaded.
         Lang::Rust => {
-            seed_lock(&berth_src.join("components/Cargo.lock"), &dir.join("Cargo.lock"))?;
+            seed_lock(
+                &berth_src.join("components/Cargo.lock"),
+                &dir.join("Cargo.lock"),
+            )?;
             seed_lock(&berth_src.join("Cargo.lock"), &dir.join("tests/Cargo.lock"))?;
         }
         // The contract the component is built against, from this binary.
@@ -199,7 +204,10 @@ fn check_empty(dir: &Path) -> anyhow::Result<()> {
 fn berth_source(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     let (src, how) = match given {
         Some(path) => (path, "--berth-src"),
-        None => (Path::new(BUILT_FROM), "the Berth source this berth was built from"),
+        None => (
+            Path::new(BUILT_FROM),
+            "the Berth source this berth was built from",
+        ),
     };
     let complete = src.join("components/sdk/Cargo.toml").is_file()
         && src.join("berth-test/Cargo.toml").is_file();

@@ -148,11 +148,7 @@ fn watch_swaps_in_new_builds_including_half_written_ones() {
     let s = start(&["--watch"]);
     assert_eq!(s.version(), "v1");
     // Overwritten in place, as `cp` does.
-    std::fs::copy(
-        crate::support::guest_dir().join("swap_v2.wasm"),
-        &s.wasm,
-    )
-    .unwrap();
+    std::fs::copy(crate::support::guest_dir().join("swap_v2.wasm"), &s.wasm).unwrap();
     s.wait_for_version("v2");
     assert!(
         s.logs

@@ -52,7 +52,10 @@ fn route(request: &Request) -> Result<Response> {
                 _ => Ok(http::method_not_allowed(method, &["GET"])),
             }
         }
-        _ => Err(http::error(404, &format!("no such resource: {}", request.path))),
+        _ => Err(http::error(
+            404,
+            &format!("no such resource: {}", request.path),
+        )),
     }
 }
 
@@ -76,12 +79,19 @@ fn create(request: &Request) -> Result<Response> {
     })?;
     log(Level::Info, &format!("created {{name}} record {}", item.id));
     let location = format!("/{{name}}/{}", item.id);
-    Ok(http::with_header(http::json(201, &item), "location", &location))
+    Ok(http::with_header(
+        http::json(201, &item),
+        "location",
+        &location,
+    ))
 }
 
 fn get(id: u64) -> Result<Response> {
     match ITEMS.get::<Item>(id)? {
         Some((item, _)) => Ok(http::json(200, &item)),
-        None => Err(http::error(404, &format!("{{name}} record {id} does not exist"))),
+        None => Err(http::error(
+            404,
+            &format!("{{name}} record {id} does not exist"),
+        )),
     }
 }
