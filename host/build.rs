@@ -1,9 +1,10 @@
-//! Builds the guest workspace (`components/`, which also holds the test-only
-//! components under `tests/components/`) for wasm32-wasip2, copies the users
-//! and orders components into OUT_DIR, where `builtin.rs` embeds them, and
-//! tells the crate where the rest landed (`BERTH_GUEST_DIR`) for tests. The
-//! guests get their own target directory, so the host's build graph never
-//! compiles them for the host target.
+//! Builds the built-in users and orders components (of the guest workspace
+//! `components/`) for wasm32-wasip2 and copies them into OUT_DIR, where
+//! `builtin.rs` embeds them. Only those two: the test-only guests are built
+//! by the tests that use them (`guest_build::test_guest_dir`, told the target
+//! directory through `BERTH_GUEST_TARGET`), so a crate depending on `berth`
+//! or `berth-test` never pays for them. The guests get their own target
+//! directory, so the host's build graph never compiles them for the host.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,14 +15,24 @@ const COMPONENTS: &[&str] = &["users", "orders"];
 fn main() {
     let root = PathBuf::from(env("CARGO_MANIFEST_DIR")).join("..");
     let guests = root.join("components");
-    for watched in ["wit", "components", "tests/components"] {
+    for watched in [
+        "wit",
+        "components/Cargo.toml",
+        "components/Cargo.lock",
+        "components/sdk",
+        "components/users",
+        "components/orders",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     let out_dir = PathBuf::from(env("OUT_DIR"));
     let target_dir = out_dir.join("guest-target");
     build_guests(&guests.join("Cargo.toml"), &target_dir);
     let built_dir = target_dir.join(TARGET).join("release");
-    println!("cargo:rustc-env=BERTH_GUEST_DIR={}", built_dir.display());
+    println!(
+        "cargo:rustc-env=BERTH_GUEST_TARGET={}",
+        target_dir.display()
+    );
     for name in COMPONENTS {
         let built = built_dir.join(format!("{name}.wasm"));
         let dest = out_dir.join(format!("{name}.wasm"));
@@ -34,6 +45,7 @@ fn build_guests(manifest: &Path, target_dir: &Path) {
     let cargo = env("CARGO");
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "--release", "--locked", "--target", TARGET])
+        .args(COMPONENTS.iter().flat_map(|name| ["--package", name]))
         .arg("--manifest-path")
         .arg(manifest)
         .arg("--target-dir")

@@ -130,10 +130,42 @@ impl TestComponent {
         TestComponent::from_bytes(&name, &wasm)
     }
 
-    /// A guest component the workspace build produced, test-only ones
-    /// included (such as `misbehave`).
+    /// One of Berth's own guest components, test-only ones included (such
+    /// as `misbehave`), built on first use in this process. For Berth's own
+    /// tests; a component author uses [`TestComponent::build`].
+    #[doc(hidden)]
     pub fn workspace(name: &str) -> anyhow::Result<TestComponent> {
-        TestComponent::from_file(Path::new(berth::builtin::GUEST_DIR).join(format!("{name}.wasm")))
+        TestComponent::from_file(berth::guest_build::test_guest(name)?)
+    }
+
+    /// Build the Rust component crate in `crate_dir` (`cargo build --release
+    /// --target wasm32-wasip2`, into the crate's own target directory) and
+    /// load the `.wasm` it produced, so a test never runs a stale build. A
+    /// relative path is from the test's working directory, the directory of
+    /// the package under test. A failed build is an error holding the
+    /// command and the compiler's messages.
+    ///
+    /// ```no_run
+    /// let products = berth_test::TestComponent::build("..").unwrap();
+    /// assert_eq!(products.get("/products").send().unwrap().status, 200);
+    /// ```
+    pub fn build(crate_dir: impl AsRef<Path>) -> anyhow::Result<TestComponent> {
+        TestComponent::from_file(berth::guest_build::cargo(crate_dir.as_ref(), None)?)
+    }
+
+    /// Run `command`, any build (componentize-py, componentize-js, a
+    /// script), then load `output`, the `.wasm` it writes. A failed command
+    /// is an error holding the command line and its output.
+    ///
+    /// ```no_run
+    /// let cmd = std::process::Command::new("../build.sh");
+    /// let svc = berth_test::TestComponent::build_with(cmd, "../build/products.wasm").unwrap();
+    /// ```
+    pub fn build_with(
+        mut command: std::process::Command,
+        output: impl AsRef<Path>,
+    ) -> anyhow::Result<TestComponent> {
+        TestComponent::from_file(berth::guest_build::command(&mut command, output.as_ref())?)
     }
 
     /// A component from wasm bytes, under the namespace `name`.

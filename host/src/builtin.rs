@@ -15,8 +15,3 @@ pub fn wasm(name: &str) -> Option<&'static [u8]> {
         _ => None,
     }
 }
-
-/// Where the build left every guest component, test-only ones included, as
-/// `NAME.wasm`. A path on the build machine: for tests, not for deployment.
-#[doc(hidden)]
-pub const GUEST_DIR: &str = env!("BERTH_GUEST_DIR");

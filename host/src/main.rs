@@ -59,6 +59,9 @@ enum Command {
     /// Swap a running berth's component back to the version the live one
     /// replaced (a second rollback undoes the first).
     Rollback(RollbackArgs),
+    /// Create a component project (Rust, Python or JavaScript) with a
+    /// manifest, a test under berth-test and a README, ready to build.
+    New(NewArgs),
     /// Develop a component: build the project in DIR, serve its manifest
     /// (DIR/berth.toml) with every `serve` flag available, and on each
     /// saved change build again and hot-swap the result in. A failed build
@@ -82,6 +85,24 @@ struct DevArgs {
     /// --watch is always on.
     #[command(flatten)]
     serve: ServeArgs,
+}
+
+#[derive(clap::Args)]
+struct NewArgs {
+    /// The component's name, as the manifest will call it: lower-case
+    /// letters, digits and dashes, starting with a letter.
+    name: String,
+    /// The component's language: rust, python or js.
+    #[arg(long, default_value = "rust", value_name = "LANG")]
+    lang: String,
+    /// Where to create the project (default: ./NAME). It must be absent or
+    /// empty.
+    #[arg(long, value_name = "PATH")]
+    dir: Option<PathBuf>,
+    /// The Berth checkout whose SDK and berth-test the project depends on
+    /// (default: the one this berth was built from).
+    #[arg(long, value_name = "PATH")]
+    berth_src: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -352,6 +373,7 @@ fn main() -> std::process::ExitCode {
         Command::DeadLetters(command) => dead_letters(command),
         Command::Push(args) => push(args),
         Command::Rollback(args) => rollback(args),
+        Command::New(args) => new(args),
         Command::Dev(args) => dev(args),
     };
     stderr.flush_now();
@@ -506,6 +528,27 @@ fn push(args: PushArgs) -> anyhow::Result<()> {
         "roll back with: berth rollback {} --admin {}",
         args.name, args.admin.admin
     );
+    Ok(())
+}
+
+fn new(args: NewArgs) -> anyhow::Result<()> {
+    let lang = berth::scaffold::Lang::parse(&args.lang)?;
+    let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
+    let options = berth::scaffold::Options {
+        name: args.name,
+        lang,
+        dir,
+        berth_src: args.berth_src,
+    };
+    let dir = berth::scaffold::create(&options)?;
+    println!(
+        "created `{}` in {}; next, in that directory:",
+        options.name,
+        dir.display()
+    );
+    for step in berth::scaffold::next_steps(lang) {
+        println!("  {step}");
+    }
     Ok(())
 }
 

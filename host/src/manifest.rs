@@ -309,7 +309,8 @@ fn check_reuse(
     }))
 }
 
-fn check_name(name: &str) -> anyhow::Result<()> {
+/// Whether `name` may name a component: the rule `berth new` applies too.
+pub fn check_name(name: &str) -> anyhow::Result<()> {
     let valid = !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())

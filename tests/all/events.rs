@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 fn guest(name: &str) -> String {
-    Path::new(berth::builtin::GUEST_DIR)
+    crate::support::guest_dir()
         .join(format!("{name}.wasm"))
         .display()
         .to_string()

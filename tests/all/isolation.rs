@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 /// Serve users and orders beside `snoop`, which is granted nothing. The
 /// server gets an environment variable the snoop must not see.
 fn start(dir: &std::path::Path) -> Berth {
-    let wasm = std::path::Path::new(berth::builtin::GUEST_DIR).join("snoop.wasm");
+    let wasm = crate::support::guest_dir().join("snoop.wasm");
     let manifest = write_file(
         dir,
         "berth.toml",

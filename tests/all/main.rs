@@ -27,6 +27,7 @@ mod pg;
 mod rabbitmq;
 mod replicas;
 mod reuse;
+mod scaffold;
 mod shutdown;
 mod store_integrity;
 mod store_locking;

@@ -69,7 +69,7 @@ fn metrics_count_known_traffic() {
 #[test]
 fn traps_and_timeouts_are_counted() {
     let dir = data_dir();
-    let wasm = std::path::Path::new(berth::builtin::GUEST_DIR).join("misbehave.wasm");
+    let wasm = crate::support::guest_dir().join("misbehave.wasm");
     let manifest = crate::support::write_file(
         dir.path(),
         "berth.toml",

@@ -492,9 +492,15 @@ fn read_listening_line(
     (addr.parse().expect("address in the listening line"), stdout)
 }
 
-/// The path of a test-only component built beside the host, such as `slow`.
+/// Where the test-only guest components are, built on first use in this
+/// test process (`berth::guest_build::test_guest_dir`).
+pub fn guest_dir() -> &'static Path {
+    berth::guest_build::test_guest_dir().unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// The path of a test-only component, such as `slow`.
 pub fn test_wasm(name: &str) -> String {
-    Path::new(berth::builtin::GUEST_DIR)
+    crate::support::guest_dir()
         .join(format!("{name}.wasm"))
         .display()
         .to_string()

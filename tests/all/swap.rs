@@ -5,7 +5,7 @@
 use crate::support::{Berth, Logs, Reply, data_dir, request_at, write_file};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ const TOKEN: &str = "correct-horse-battery-staple";
 const SWAP_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn guest(name: &str) -> Vec<u8> {
-    let path = Path::new(berth::builtin::GUEST_DIR).join(format!("{name}.wasm"));
+    let path = crate::support::guest_dir().join(format!("{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
@@ -148,11 +148,7 @@ fn watch_swaps_in_new_builds_including_half_written_ones() {
     let s = start(&["--watch"]);
     assert_eq!(s.version(), "v1");
     // Overwritten in place, as `cp` does.
-    std::fs::copy(
-        Path::new(berth::builtin::GUEST_DIR).join("swap_v2.wasm"),
-        &s.wasm,
-    )
-    .unwrap();
+    std::fs::copy(crate::support::guest_dir().join("swap_v2.wasm"), &s.wasm).unwrap();
     s.wait_for_version("v2");
     assert!(
         s.logs

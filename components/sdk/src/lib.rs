@@ -1,4 +1,5 @@
-//! The guest side of Berth: bindings generated from the repository's `wit/`
+//! The guest side of Berth: bindings generated from `wit/` (in this package,
+//! a link to the repository's `wit/` that `cargo package` stores as a file)
 //! plus small helpers for JSON services. A component implements [`Handler`]
 //! and calls [`export!`] (or, if it subscribes to events, also implements
 //! [`Subscriber`] and calls [`export_subscriber!`]); the rest is sugar.
@@ -14,7 +15,7 @@ pub mod store;
 /// Bindings generated from `wit/service.wit`, the one contract shared with the host.
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         // The larger world: `export!` fills its event handler with a stub
         // (two worlds' bindings in one crate would define wit-bindgen's
         // export macros twice). Components in other languages can target
