@@ -350,7 +350,13 @@ impl App {
 
     /// The names of every component, in name order.
     pub fn component_names(&self) -> Vec<String> {
-        self.table.load().manifest.components.keys().cloned().collect()
+        self.table
+            .load()
+            .manifest
+            .components
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// What each component may reach, as the live manifest says.

@@ -544,6 +544,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => Manifest::from_file(path)?,
         None => Manifest::builtin(),
     };
+    // The merged /openapi.json, for its documents' errors; built again at load.
+    berth::openapi::document(&manifest)?;
     if let Some(url) = &args.store.store {
         berth::store::check_url(url)?;
     }

@@ -203,8 +203,15 @@ impl Merged {
     /// and the parts of `doc`'s `components` they reach. A component entry
     /// of the same name as one already merged is shared when equal and
     /// renamed `OWNER.NAME` (with every `$ref` to it) when not.
-    fn add(&mut self, owner: &str, doc: &Value, placed: Vec<(String, Value)>) -> anyhow::Result<()> {
-        self.version_3_1 |= doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1"));
+    fn add(
+        &mut self,
+        owner: &str,
+        doc: &Value,
+        placed: Vec<(String, Value)>,
+    ) -> anyhow::Result<()> {
+        self.version_3_1 |= doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1"));
         let mut roots = Vec::new();
         for (_, item) in &placed {
             collect_refs(item, &mut roots);
@@ -414,27 +421,50 @@ mod tests {
     fn the_default_manifest_serves_the_checked_in_document() {
         let base: Value = serde_json::from_str(BASE).unwrap();
         let out = merged(&Manifest::builtin());
-        assert_eq!(out, base, "the merged document drifted from docs/openapi.json");
+        assert_eq!(
+            out, base,
+            "the merged document drifted from docs/openapi.json"
+        );
     }
 
     #[test]
     fn only_the_served_components_appear() {
-        let m = Manifest::from_str("[components.users]\nwasm = \"builtin:users\"\nroutes = [\"/users\"]\n").unwrap();
+        let m = Manifest::from_str(
+            "[components.users]\nwasm = \"builtin:users\"\nroutes = [\"/users\"]\n",
+        )
+        .unwrap();
         let out = merged(&m);
         let mut paths: Vec<&String> = out["paths"].as_object().unwrap().keys().collect();
         paths.sort();
-        assert_eq!(paths, ["/healthz", "/openapi.json", "/readyz", "/users", "/users/{id}"]);
+        assert_eq!(
+            paths,
+            [
+                "/healthz",
+                "/openapi.json",
+                "/readyz",
+                "/users",
+                "/users/{id}"
+            ]
+        );
         assert!(out["components"]["schemas"].get("Order").is_none());
         assert!(out["components"]["schemas"].get("User").is_some());
     }
 
     #[test]
     fn a_component_without_a_document_is_listed_by_prefix() {
-        let m = Manifest::from_str("[components.hello]\nwasm = \"hello.wasm\"\nroutes = [\"/hello\", \"/hi\"]\n").unwrap();
+        let m = Manifest::from_str(
+            "[components.hello]\nwasm = \"hello.wasm\"\nroutes = [\"/hello\", \"/hi\"]\n",
+        )
+        .unwrap();
         let out = merged(&m);
         for route in ["/hello", "/hi"] {
             let item = &out["paths"][route];
-            assert!(item["summary"].as_str().unwrap().contains("`hello` (undocumented)"));
+            assert!(
+                item["summary"]
+                    .as_str()
+                    .unwrap()
+                    .contains("`hello` (undocumented)")
+            );
             assert!(METHODS.iter().all(|m| item.get(*m).is_none()));
         }
     }
@@ -465,7 +495,10 @@ mod tests {
         assert_eq!(out["paths"]["/products"]["get"]["operationId"], "list");
         assert!(out["paths"]["/products/{id}"]["get"].is_object());
         // The host's Error is an object; the component's, a string: renamed.
-        assert_eq!(out["components"]["schemas"]["products.Error"]["type"], "string");
+        assert_eq!(
+            out["components"]["schemas"]["products.Error"]["type"],
+            "string"
+        );
         assert_eq!(out["components"]["schemas"]["Error"]["type"], "object");
         assert_eq!(
             out["components"]["responses"]["Bad"]["content"]["application/json"]["schema"]["$ref"],
@@ -483,11 +516,23 @@ mod tests {
             let prefix = format!("component `p`: openapi document {}: ", path.display());
             assert_eq!(e.strip_prefix(&prefix), Some(expected), "{e}");
         };
-        check_err("{", "it is not valid JSON: EOF while parsing an object at line 1 column 1");
-        check_err(r#"{"openapi": "2.0", "paths": {}}"#, "it is OpenAPI `2.0`; only 3.0.x and 3.1.x are read");
-        check_err(r#"{"swagger": "2.0"}"#, "it has no `openapi` version string; is it an OpenAPI 3 document?");
+        check_err(
+            "{",
+            "it is not valid JSON: EOF while parsing an object at line 1 column 1",
+        );
+        check_err(
+            r#"{"openapi": "2.0", "paths": {}}"#,
+            "it is OpenAPI `2.0`; only 3.0.x and 3.1.x are read",
+        );
+        check_err(
+            r#"{"swagger": "2.0"}"#,
+            "it has no `openapi` version string; is it an OpenAPI 3 document?",
+        );
         check_err(r#"{"openapi": "3.0.3"}"#, "it has no `paths` object");
-        check_err(r#"{"openapi": "3.0.3", "paths": {"x": {}}}"#, "path `x` does not start with `/`");
+        check_err(
+            r#"{"openapi": "3.0.3", "paths": {"x": {}}}"#,
+            "path `x` does not start with `/`",
+        );
         check_err(
             r#"{"openapi": "3.0.3", "paths": {"/": {"get": {"responses": {"200": {"$ref": "other.json#/x"}}}}}}"#,
             "`$ref` `other.json#/x` does not point into this document's `components`; external references are not followed",
@@ -497,6 +542,9 @@ mod tests {
             "`$ref` `#/components/responses/Gone` names nothing in `components`",
         );
         let big = format!("\"{}\"", "x".repeat(MAX_DOCUMENT_BYTES as usize));
-        check_err(&big, &format!("it is larger than {MAX_DOCUMENT_BYTES} bytes"));
+        check_err(
+            &big,
+            &format!("it is larger than {MAX_DOCUMENT_BYTES} bytes"),
+        );
     }
 }

@@ -67,7 +67,11 @@ impl App {
                 .await
                 .context("preparing the reload panicked")??
         };
-        let Prepared { slots, fresh, openapi } = prepared;
+        let Prepared {
+            slots,
+            fresh,
+            openapi,
+        } = prepared;
         let changes = Changes::between(&old.manifest, &manifest, *old.openapi() != openapi);
         if changes.is_empty() {
             return Ok(changes);
@@ -89,7 +93,8 @@ impl App {
             };
             if after.is_none_or(|after| !Arc::ptr_eq(before, after)) {
                 before.live.load().component.retire();
-                if let Some(previous) = &*before.previous.lock().unwrap_or_else(|e| e.into_inner()) {
+                if let Some(previous) = &*before.previous.lock().unwrap_or_else(|e| e.into_inner())
+                {
                     previous.component.retire();
                 }
             }
@@ -180,7 +185,12 @@ fn same_limits(before: &ComponentSpec, after: &ComponentSpec) -> bool {
 /// A new slot for the same code under `spec`'s limits: the live version
 /// linked again (which must succeed: `subscribes` added to a component
 /// without an event handler fails here) and the previous one if it can be.
-fn relink(runtime: &Runtime, name: &str, slot: &Slot, spec: &ComponentSpec) -> anyhow::Result<Slot> {
+fn relink(
+    runtime: &Runtime,
+    name: &str,
+    slot: &Slot,
+    spec: &ComponentSpec,
+) -> anyhow::Result<Slot> {
     let limits = call_limits(spec);
     let live = slot.live.load().relinked(runtime, limits.clone())?;
     let previous = slot

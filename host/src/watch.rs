@@ -83,7 +83,11 @@ pub async fn watch(
 /// the state of those that stay.
 fn follow_manifest(app: &App, files: &mut Vec<Watched>) {
     let wanted = app.files();
-    files.retain(|f| wanted.iter().any(|(name, path)| *name == f.name && *path == f.path));
+    files.retain(|f| {
+        wanted
+            .iter()
+            .any(|(name, path)| *name == f.name && *path == f.path)
+    });
     for (name, path) in wanted {
         if !files.iter().any(|f| f.name == name && f.path == path) {
             tracing::info!(component = %name, "watching {}", path.display());

@@ -24,6 +24,7 @@ mod ops;
 mod orders;
 mod pg;
 mod rabbitmq;
+mod reload;
 mod replicas;
 mod reuse;
 mod shutdown;
