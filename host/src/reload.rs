@@ -85,21 +85,22 @@ impl App {
                     .with_context(|| format!("component `{name}`: the shared store"))?;
             }
         }
-        let table = Table::new(manifest, slots, openapi);
-        // Versions no longer served keep no reused instances.
+        let table = Arc::new(Table::new(manifest, slots, openapi));
+        self.table.store(table.clone());
+        // Versions no longer served keep no reused instances; requests
+        // still running on them finish.
         for name in old.manifest.components.keys() {
             let (Some(before), after) = (old.slot(name), table.slot(name)) else {
                 continue;
             };
             if after.is_none_or(|after| !Arc::ptr_eq(before, after)) {
                 before.live.load().component.retire();
-                if let Some(previous) = &*before.previous.lock().unwrap_or_else(|e| e.into_inner())
-                {
+                let previous = before.previous.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(previous) = &*previous {
                     previous.component.retire();
                 }
             }
         }
-        self.table.store(Arc::new(table));
         Ok(changes)
     }
 }
@@ -199,7 +200,11 @@ fn relink(
         .unwrap_or_else(|e| e.into_inner())
         .as_ref()
         .and_then(|previous| match previous.relinked(runtime, limits.clone()) {
-            Ok(relinked) => Some(Arc::new(relinked)),
+            Ok(relinked) => {
+                // Not live: it keeps no reused instances until rolled back to.
+                relinked.component.retire();
+                Some(Arc::new(relinked))
+            }
             Err(e) => {
                 tracing::warn!(component = name, "the previous version cannot serve under the new limits, so there is nothing to roll back to: {e:#}");
                 None
