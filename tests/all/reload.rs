@@ -443,3 +443,52 @@ fn a_bad_openapi_document_is_refused_at_start_with_one_line() {
     assert_eq!(lines.len(), 1, "{stderr}");
     assert!(lines[0].contains(&expected), "{stderr}");
 }
+
+#[test]
+fn event_subscriptions_follow_a_reload() {
+    let users = format!("{USERS}publishes = [\"user.deleted\"]\n");
+    let orders = "[components.orders]\nwasm = \"builtin:orders\"\nroutes = [\"/orders\"]\ncalls = [\"users\"]\n";
+    let s = serve(&format!("{users}\n{orders}"), &[]);
+    let pending_order_of = |name: &str| {
+        let user = s
+            .berth
+            .post("/users", &format!(r#"{{"name":"{name}"}}"#))
+            .json()["id"]
+            .as_u64()
+            .unwrap();
+        let body = format!(r#"{{"user_id": {user}}}"#);
+        let order = s.berth.post("/orders", &body).json()["id"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(s.berth.delete(&format!("/users/{user}")).status, 204);
+        order
+    };
+    let status = |order: u64| {
+        s.berth.get(&format!("/orders/{order}")).json()["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // Nobody subscribes: the event reaches no one.
+    let ann = pending_order_of("Ann");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(status(ann), "pending");
+    let line = s.reload(&format!(
+        "{users}\n{orders}subscribes = [\"user.deleted\"]\n"
+    ));
+    assert!(line.contains("grants: orders"), "{line}");
+    let bob = pending_order_of("Bob");
+    let cancelled = crate::support::eventually(RELOAD_TIMEOUT, || {
+        (status(bob) == "cancelled").then_some(())
+    });
+    assert!(
+        cancelled.is_some(),
+        "the new subscriber got no event; log:\n{}",
+        s.logs.text()
+    );
+    assert_eq!(
+        status(ann),
+        "pending",
+        "an event published before it subscribed"
+    );
+}
