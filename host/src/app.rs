@@ -1,11 +1,14 @@
 //! Everything `berth serve` loads before it binds: the components, compiled
 //! and pre-instantiated, the route table and the store. Loading fails with a
 //! message naming the problem, so a bad deployment never opens its port.
-//! Each component lives in a [`Slot`] that can be hot-swapped while serving.
+//! Each component lives in a [`Slot`] that can be hot-swapped while serving;
+//! the routes, slots, grants and OpenAPI document of one manifest form a
+//! [`Table`], which a manifest reload (`reload.rs`) replaces whole.
 
 use crate::builtin;
 use crate::executor::{Executor, Kind};
 use crate::manifest::{Manifest, WasmSource};
+use crate::mesh::Grants;
 use crate::metrics::{Metrics, metrics};
 use crate::router::Router;
 use crate::runtime::{CallLimits, Runtime};
@@ -21,23 +24,88 @@ use std::time::SystemTime;
 
 /// The loaded services of one manifest.
 pub struct App {
-    pub router: Router,
-    /// Each component's live version and what is needed to replace it.
-    components: HashMap<String, Slot>,
+    /// What the manifest says is served. A request, call or delivery reads
+    /// it once where it needs it; a reload swaps in a new table whole, so
+    /// no request sees half of one manifest and half of another.
+    pub(crate) table: ArcSwap<Table>,
     pub store: Arc<dyn Store>,
     /// Where deliveries of published events are taken from.
     pub outbox: Arc<dyn Outbox>,
     /// Versions shared with other replicas, when the store is shared.
-    shared: Option<Shared>,
+    pub(crate) shared: Option<Shared>,
     /// Compiles replacement versions (admin uploads, watched files).
-    runtime: Runtime,
+    pub(crate) runtime: Runtime,
     /// One replacement compiles at a time: compiling is CPU-heavy and would
-    /// otherwise compete with requests for every core at once.
-    compiling: tokio::sync::Mutex<()>,
+    /// otherwise compete with requests for every core at once. A reload
+    /// holds it from its first look at the table to its swap, so a swap or
+    /// rollback never lands in a slot the reload is replacing.
+    pub(crate) compiling: tokio::sync::Mutex<()>,
+}
+
+/// One manifest as served: the route table, each component's slot, the
+/// grants and the merged OpenAPI document. Never changed in place (the
+/// slots' versions aside): a reload builds a new one and swaps it in.
+pub struct Table {
+    /// The manifest this table was built from, to tell what a reload changes.
+    pub manifest: Manifest,
+    router: Router,
+    components: HashMap<String, Entry>,
+    grants: Arc<Grants>,
+    /// The body of `/openapi.json`, computed when the table is built.
+    openapi: bytes::Bytes,
+}
+
+/// A component in a table: its slot (shared with the next table when a
+/// reload leaves its code and limits alone) and how it is routed.
+pub(crate) struct Entry {
+    pub(crate) slot: Arc<Slot>,
+    /// Prefixes routed here.
+    routes: Vec<String>,
+    /// Whether requests reach the component without the prefix they matched.
+    strip_prefix: bool,
+}
+
+impl Table {
+    /// A table serving `slots` as `manifest` routes them.
+    pub(crate) fn new(
+        manifest: Manifest,
+        slots: HashMap<String, Arc<Slot>>,
+        openapi: bytes::Bytes,
+    ) -> Table {
+        let mut routes = Vec::new();
+        let mut components = HashMap::new();
+        for (name, slot) in slots {
+            let spec = &manifest.components[&name];
+            routes.extend(spec.routes.iter().map(|r| (r.clone(), name.clone())));
+            components.insert(
+                name,
+                Entry {
+                    slot,
+                    routes: spec.routes.clone(),
+                    strip_prefix: spec.strip_prefix,
+                },
+            );
+        }
+        Table {
+            router: Router::new(routes),
+            grants: Arc::new(Grants::new(&manifest)),
+            manifest,
+            components,
+            openapi,
+        }
+    }
+
+    pub(crate) fn openapi(&self) -> &bytes::Bytes {
+        &self.openapi
+    }
+
+    pub(crate) fn slot(&self, name: &str) -> Option<&Arc<Slot>> {
+        self.components.get(name).map(|entry| &entry.slot)
+    }
 }
 
 /// The store's component versions, and who this replica is to it.
-struct Shared {
+pub(crate) struct Shared {
     versions: Arc<dyn SharedVersions>,
     /// This replica's name in the store's records.
     replica: String,
@@ -49,20 +117,17 @@ struct Shared {
 /// finishes on it; a swap changes only what later requests get. `live` and
 /// `previous` change together, under the `previous` lock, so concurrent
 /// swaps and rollbacks never lose a version.
-struct Slot {
-    live: ArcSwap<Version>,
+pub(crate) struct Slot {
+    pub(crate) live: ArcSwap<Version>,
     /// The version `live` replaced, kept loaded so a rollback is instant.
-    previous: Mutex<Option<Arc<Version>>>,
-    /// Prefixes routed here; fixed for the life of the process.
-    routes: Vec<String>,
-    /// Whether requests reach the component without the prefix they matched.
-    strip_prefix: bool,
-    /// Limits every version of the component runs under.
-    limits: CallLimits,
+    pub(crate) previous: Mutex<Option<Arc<Version>>>,
+    /// Limits every version of the component runs under; a reload that
+    /// changes them gives the component a new slot.
+    pub(crate) limits: CallLimits,
     /// Where the first version came from; a file is what `--watch` watches.
-    source: WasmSource,
+    pub(crate) source: WasmSource,
     /// How this replica stands to the store's live version, when shared.
-    following: Mutex<Following>,
+    pub(crate) following: Mutex<Following>,
 }
 
 /// How a replica stands to the live version the shared store names.
@@ -136,15 +201,13 @@ pub fn pool_needs(manifest: &Manifest) -> crate::runtime::Needs {
         .fold(crate::runtime::PER_INSTANCE, crate::runtime::Needs::max)
 }
 
-fn compile_one(
+pub(crate) fn compile_one(
     name: &str,
     spec: &crate::manifest::ComponentSpec,
     runtime: &Runtime,
 ) -> anyhow::Result<Compiled> {
     let wasm = read_wasm(name, &spec.wasm)?;
-    let limits = CallLimits::new(spec.timeout, spec.max_memory_bytes, spec.max_concurrency)
-        .with_reuse(spec.reuse)
-        .with_subscriptions(!spec.subscribes.is_empty());
+    let limits = call_limits(spec);
     let sha256 = sha256_hex(&wasm);
     let component = runtime.load(name, &wasm, &sha256, limits.clone())?;
     Ok(Compiled {
@@ -153,6 +216,13 @@ fn compile_one(
         component,
         limits,
     })
+}
+
+/// The limits the manifest entry `spec` gives every version.
+pub(crate) fn call_limits(spec: &crate::manifest::ComponentSpec) -> CallLimits {
+    CallLimits::new(spec.timeout, spec.max_memory_bytes, spec.max_concurrency)
+        .with_reuse(spec.reuse)
+        .with_subscriptions(!spec.subscribes.is_empty())
 }
 
 /// One loaded version of a component.
@@ -235,31 +305,14 @@ impl App {
         backend: &Backend,
         replica: &str,
     ) -> anyhow::Result<App> {
-        let mut components = HashMap::new();
-        let mut routes = Vec::new();
+        let openapi = crate::openapi::document(manifest)?;
+        let mut slots = HashMap::new();
         for compiled in compile_all(manifest, runtime)? {
-            let Compiled {
-                name,
-                sha256,
-                component,
-                limits,
-            } = compiled;
-            let spec = &manifest.components[&name];
-            let slot = Slot {
-                live: ArcSwap::from_pointee(Version::new(component, sha256)),
-                previous: Mutex::new(None),
-                routes: spec.routes.clone(),
-                strip_prefix: spec.strip_prefix,
-                limits,
-                source: spec.wasm.clone(),
-                following: Mutex::new(Following::Live),
-            };
-            routes.extend(spec.routes.iter().map(|r| (r.clone(), name.clone())));
-            components.insert(name, slot);
+            let source = manifest.components[&compiled.name].wasm.clone();
+            slots.insert(compiled.name.clone(), Arc::new(Slot::new(compiled, source)));
         }
         Ok(App {
-            router: Router::new(routes),
-            components,
+            table: ArcSwap::from_pointee(Table::new(manifest.clone(), slots, openapi)),
             store: backend.kv.clone(),
             outbox: backend.outbox.clone(),
             shared: backend.versions.clone().map(|versions| Shared {
@@ -273,45 +326,67 @@ impl App {
 
     /// The current version of the component serving `path`, if any.
     pub fn component_for(&self, path: &str) -> Option<Arc<Executor>> {
-        self.router
-            .route(path)
-            .and_then(|name| self.component(name))
+        self.route(path).map(|(component, _)| component)
     }
 
     /// The current version of the component serving `path`, and the
     /// route prefix to take off the path first when the manifest says
     /// `strip_prefix`.
-    pub fn route(&self, path: &str) -> Option<(Arc<Executor>, Option<&str>)> {
-        let (prefix, name) = self.router.route_prefix(path)?;
-        let slot = self.components.get(name)?;
-        let strip = slot.strip_prefix.then_some(prefix);
-        Some((slot.live.load().component.clone(), strip))
+    pub fn route(&self, path: &str) -> Option<(Arc<Executor>, Option<String>)> {
+        let table = self.table.load();
+        let (prefix, name) = table.router.route_prefix(path)?;
+        let entry = table.components.get(name)?;
+        let strip = entry.strip_prefix.then(|| prefix.to_string());
+        Some((entry.slot.live.load().component.clone(), strip))
     }
 
     /// The current version of component `name`.
     pub fn component(&self, name: &str) -> Option<Arc<Executor>> {
-        self.components
-            .get(name)
+        self.table
+            .load()
+            .slot(name)
             .map(|slot| slot.live.load().component.clone())
     }
 
-    /// The names of every component, in no particular order.
-    pub fn component_names(&self) -> impl Iterator<Item = &str> {
-        self.components.keys().map(String::as_str)
+    /// The names of every component, in name order.
+    pub fn component_names(&self) -> Vec<String> {
+        self.table
+            .load()
+            .manifest
+            .components
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// What each component may reach, as the live manifest says.
+    pub fn grants(&self) -> Arc<Grants> {
+        self.table.load().grants.clone()
+    }
+
+    /// The body of `/openapi.json` for the live manifest.
+    pub fn openapi(&self) -> bytes::Bytes {
+        self.table.load().openapi.clone()
+    }
+
+    /// The manifest being served (the last one a reload applied).
+    pub fn manifest(&self) -> Manifest {
+        self.table.load().manifest.clone()
     }
 
     /// Every component with its live and previous version, by name.
     pub fn components(&self) -> Vec<ComponentInfo> {
-        let mut all: Vec<ComponentInfo> = self
+        let table = self.table.load();
+        let mut all: Vec<ComponentInfo> = table
             .components
             .iter()
-            .map(|(name, slot)| {
+            .map(|(name, Entry { slot, routes, .. })| {
                 // Read both under the lock so the pair is consistent.
                 let previous = slot.previous.lock().unwrap_or_else(|e| e.into_inner());
                 let live = slot.live.load();
                 ComponentInfo {
                     name: name.clone(),
-                    routes: slot.routes.clone(),
+                    routes: routes.clone(),
                     kind: live.component.kind(),
                     live: live.info(),
                     previous: previous.as_ref().map(|v| v.info()),
@@ -325,10 +400,11 @@ impl App {
 
     /// The components loaded from files, with their paths: what `--watch` watches.
     pub fn files(&self) -> Vec<(String, std::path::PathBuf)> {
-        let mut files: Vec<_> = self
+        let table = self.table.load();
+        let mut files: Vec<_> = table
             .components
             .iter()
-            .filter_map(|(name, slot)| match &slot.source {
+            .filter_map(|(name, Entry { slot, .. })| match &slot.source {
                 WasmSource::File(path) => Some((name.clone(), path.clone())),
                 WasmSource::Builtin(_) => None,
             })
@@ -344,9 +420,12 @@ impl App {
     /// shared store, the version is recorded there (and so reaches every
     /// replica) before it goes live here; if it cannot be, nothing changes.
     pub async fn replace(&self, name: &str, wasm: Vec<u8>) -> Result<Replaced, SwapError> {
-        let slot = self.slot(name)?;
+        self.slot(name)?;
         let sha256 = sha256_hex(&wasm);
         let _compiling = self.compiling.lock().await;
+        // Looked up again under the lock: a reload may have replaced it.
+        let held = self.slot(name)?;
+        let slot = &*held;
         let live = slot.live.load_full();
         let next = if live.sha256 == sha256 {
             None
@@ -389,11 +468,13 @@ impl App {
     /// first. With a shared store, the store's pointers swap, and this
     /// replica follows them as every other does.
     pub async fn rollback(&self, name: &str) -> Result<VersionInfo, SwapError> {
-        let slot = self.slot(name)?;
+        self.slot(name)?;
+        let _compiling = self.compiling.lock().await;
+        let held = self.slot(name)?;
+        let slot = &*held;
         let Some(shared) = &self.shared else {
             return slot.roll_back(name);
         };
-        let _compiling = self.compiling.lock().await;
         let live = shared
             .versions
             .rollback(name, &shared.replica)
@@ -412,22 +493,35 @@ impl App {
             return Ok(());
         };
         let _compiling = self.compiling.lock().await;
-        for (name, slot) in &self.components {
-            let wasm =
-                read_wasm(name, &slot.source).map_err(|e| StoreError::Failed(format!("{e:#}")))?;
-            let sha256 = slot.live.load().sha256.clone();
-            let live = shared
-                .versions
-                .offer_manifest(Offer {
-                    component: name,
-                    sha256: &sha256,
-                    wasm: &wasm,
-                    replica: &shared.replica,
-                })
-                .await?;
-            if let Err(e) = self.converge(shared, slot, &live).await {
-                tracing::error!(component = %name, version = %live.sha256, "the shared store's live version was rejected here; serving the manifest's version: {e}");
-            }
+        let table = self.table.load_full();
+        for (name, entry) in &table.components {
+            self.adopt_one(shared, name, &entry.slot).await?;
+        }
+        Ok(())
+    }
+
+    /// Offer a slot's manifest version to the shared store and take what
+    /// the store says is live. Call with `compiling` held.
+    pub(crate) async fn adopt_one(
+        &self,
+        shared: &Shared,
+        name: &str,
+        slot: &Slot,
+    ) -> Result<(), StoreError> {
+        let wasm =
+            read_wasm(name, &slot.source).map_err(|e| StoreError::Failed(format!("{e:#}")))?;
+        let sha256 = slot.live.load().sha256.clone();
+        let live = shared
+            .versions
+            .offer_manifest(Offer {
+                component: name,
+                sha256: &sha256,
+                wasm: &wasm,
+                replica: &shared.replica,
+            })
+            .await?;
+        if let Err(e) = self.converge(shared, slot, &live).await {
+            tracing::error!(component = %name, version = %live.sha256, "the shared store's live version was rejected here; serving the manifest's version: {e}");
         }
         Ok(())
     }
@@ -440,22 +534,26 @@ impl App {
         };
         let mut swapped = 0;
         for live in shared.versions.live().await? {
-            let Some(slot) = self.components.get(&live.component) else {
+            let Some(slot) = self.table.load().slot(&live.component).cloned() else {
                 continue;
             };
-            let behind = || {
+            let behind = |slot: &Slot| {
                 slot.live.load().sha256 != live.sha256
                     && !matches!(slot.following(), Following::Rejected { sha256, .. } if sha256 == live.sha256)
             };
-            if !behind() {
+            if !behind(&slot) {
                 continue;
             }
             let _compiling = self.compiling.lock().await;
-            // An upload through this replica may have caught up meanwhile.
-            if !behind() {
+            // An upload through this replica may have caught up meanwhile,
+            // or a reload replaced (or removed) the slot.
+            let Some(slot) = self.table.load().slot(&live.component).cloned() else {
+                continue;
+            };
+            if !behind(&slot) {
                 continue;
             }
-            match self.converge(shared, slot, &live).await {
+            match self.converge(shared, &slot, &live).await {
                 Ok(_) => {
                     swapped += 1;
                     tracing::info!(component = %live.component, version = %live.sha256, by = %live.changed_by, "swapped in the shared store's live version");
@@ -577,14 +675,27 @@ impl App {
         Ok(Arc::new(Version::new(loaded, sha256.to_string())))
     }
 
-    fn slot(&self, name: &str) -> Result<&Slot, SwapError> {
-        self.components
-            .get(name)
+    fn slot(&self, name: &str) -> Result<Arc<Slot>, SwapError> {
+        self.table
+            .load()
+            .slot(name)
+            .cloned()
             .ok_or_else(|| SwapError::UnknownComponent(name.to_string()))
     }
 }
 
 impl Slot {
+    /// A slot whose live version is `compiled`, loaded from `source`.
+    pub(crate) fn new(compiled: Compiled, source: WasmSource) -> Slot {
+        Slot {
+            live: ArcSwap::from_pointee(Version::new(compiled.component, compiled.sha256)),
+            previous: Mutex::new(None),
+            limits: compiled.limits,
+            source,
+            following: Mutex::new(Following::Live),
+        }
+    }
+
     /// Swap the live version with the previous one.
     fn roll_back(&self, name: &str) -> Result<VersionInfo, SwapError> {
         let mut previous = self.previous.lock().unwrap_or_else(|e| e.into_inner());
@@ -611,7 +722,7 @@ impl Slot {
             .is_some_and(|v| v.sha256 == sha256)
     }
 
-    fn following(&self) -> Following {
+    pub(crate) fn following(&self) -> Following {
         self.following
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -644,6 +755,22 @@ impl Version {
         }
     }
 
+    /// The same version, linked again under other limits (a reload that
+    /// changed them): the compiled code is shared, nothing compiles.
+    pub(crate) fn relinked(
+        &self,
+        runtime: &Runtime,
+        limits: CallLimits,
+    ) -> anyhow::Result<Version> {
+        let name = self.component.name().clone();
+        let component = runtime.link(&name, self.component.compiled(), limits)?;
+        Ok(Version {
+            component: Arc::new(component),
+            sha256: self.sha256.clone(),
+            loaded_at: self.loaded_at,
+        })
+    }
+
     fn info(&self) -> VersionInfo {
         VersionInfo {
             sha256: self.sha256.clone(),
@@ -660,7 +787,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn read_wasm(name: &str, source: &WasmSource) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn read_wasm(name: &str, source: &WasmSource) -> anyhow::Result<Vec<u8>> {
     match source {
         WasmSource::Builtin(builtin) => match builtin::wasm(builtin) {
             Some(bytes) => Ok(bytes.to_vec()),

@@ -57,6 +57,14 @@ impl Executor {
         }
     }
 
+    /// The compiled code, to link it again under other limits.
+    pub fn compiled(&self) -> &wasmtime::component::Component {
+        match self {
+            Executor::Service(c) => c.compiled(),
+            Executor::Http(c) => c.compiled(),
+        }
+    }
+
     pub fn kind(&self) -> Kind {
         match self {
             Executor::Service(_) => Kind::Service,

@@ -24,6 +24,8 @@ pub mod logging;
 pub mod manifest;
 pub mod mesh;
 pub mod metrics;
+pub mod openapi;
+pub mod reload;
 pub mod reply;
 pub mod reuse;
 pub mod router;

@@ -700,6 +700,8 @@ fn serve_with(args: ServeArgs, dev_loop: Option<DevLoop>) -> anyhow::Result<()> 
         Some(path) => Manifest::from_file(path)?,
         None => Manifest::builtin(),
     };
+    // The merged /openapi.json, for its documents' errors; built again at load.
+    berth::openapi::document(&manifest)?;
     if let Some(url) = &args.store.store {
         berth::store::check_url(url)?;
     }
@@ -743,6 +745,9 @@ fn serve_with(args: ServeArgs, dev_loop: Option<DevLoop>) -> anyhow::Result<()> 
             _ => None,
         };
         let addr = listener.local_addr()?;
+        // Taken over now, so a SIGHUP during start-up does not end the
+        // process (its default action); it reloads once start-up is done.
+        let hangups = hangup_signal();
         // Every part stops on the one signal: the receivers all see it.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -775,7 +780,7 @@ fn serve_with(args: ServeArgs, dev_loop: Option<DevLoop>) -> anyhow::Result<()> 
                 replica: berth::fleet::replica_name(),
             })
         });
-        let mesh = Mesh::new(app.clone(), &manifest, args.max_call_depth, broker.clone());
+        let mesh = Mesh::new(app.clone(), args.max_call_depth, broker.clone());
         startup.ready(mesh.clone());
         let mut stdout = std::io::stdout();
         writeln!(stdout, "listening on http://{addr}")?;
@@ -807,6 +812,7 @@ fn serve_with(args: ServeArgs, dev_loop: Option<DevLoop>) -> anyhow::Result<()> 
             tokio::spawn(watch::watch(
                 app.clone(),
                 args.admin_max_wasm_bytes,
+                args.manifest.clone(),
                 stopped(stop_rx.clone()),
             ))
         });
@@ -818,6 +824,12 @@ fn serve_with(args: ServeArgs, dev_loop: Option<DevLoop>) -> anyhow::Result<()> 
                 stopped(stop_rx.clone()),
             ))
         });
+        let reloader = tokio::spawn(reload_on_hangup(
+            hangups,
+            app.clone(),
+            args.manifest.clone(),
+            stopped(stop_rx.clone()),
+        ));
         let store = Arc::new(store);
         let probe = {
             let store = store.clone();
@@ -839,6 +851,7 @@ fn serve_with(args: ServeArgs, dev_loop: Option<DevLoop>) -> anyhow::Result<()> 
         if let Some(watcher) = watcher {
             watcher.await.context("the file watcher panicked")?;
         }
+        reloader.await.context("the manifest reloader panicked")?;
         if let Some(rebuilder) = rebuilder {
             rebuilder.await.context("the dev rebuilder panicked")?;
         }
@@ -1094,6 +1107,57 @@ fn admin_config(args: &ServeArgs) -> anyhow::Result<Option<AdminConfig>> {
 /// Resolves once `stop` turns true (or its sender is gone).
 async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// SIGHUP, taken over from its default action (ending the process).
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = Option<()>;
+
+fn hangup_signal() -> Hangups {
+    #[cfg(unix)]
+    {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot watch SIGHUP; the manifest cannot be reloaded"))
+            .ok()
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// Reload the manifest on every SIGHUP until `stop` resolves (see
+/// `berth::reload`). Without `--manifest` there is nothing to reload.
+async fn reload_on_hangup(
+    hangups: Hangups,
+    app: Arc<App>,
+    manifest: Option<PathBuf>,
+    stop: impl Future<Output = ()>,
+) {
+    #[cfg(unix)]
+    {
+        let Some(mut hangups) = hangups else {
+            return stop.await;
+        };
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                received = hangups.recv() => if received.is_none() { return },
+                () = &mut stop => return,
+            }
+            match &manifest {
+                Some(path) => berth::reload::reload_from(&app, path, "SIGHUP").await,
+                None => tracing::warn!(
+                    "SIGHUP: serving the built-in manifest (no --manifest), so there is nothing to reload"
+                ),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (hangups, app, manifest);
+        stop.await
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -18,6 +18,7 @@
 //! routes = ["/hello"]
 //! strip_prefix = true                     # it sees `/` for `/hello`
 //! outbound = ["https://api.example.com", "http://127.0.0.1:*"]
+//! openapi = "hello.openapi.json"          # merged into /openapi.json
 //!
 //! [components.hello.config]               # read through wasi:config
 //! greeting = "hello"
@@ -93,6 +94,9 @@ pub struct ComponentSpec {
     /// Instances kept across requests (`reuse = N`); `None`, the default,
     /// gives every request a fresh instance.
     pub reuse: Option<Reuse>,
+    /// The component's OpenAPI 3.x document (JSON), merged into the one
+    /// the host serves at `/openapi.json`; relative to the manifest.
+    pub openapi: Option<PathBuf>,
 }
 
 /// Where a component's code comes from.
@@ -153,6 +157,10 @@ struct RawComponent {
     /// Milliseconds an instance kept by `reuse` may wait idle before it is
     /// dropped (default 10000).
     reuse_idle_ms: Option<u64>,
+    /// Path to the component's OpenAPI 3.x document, a `.json` file such
+    /// as `"products.openapi.json"` (relative to this file), merged into
+    /// `/openapi.json` under the component's routes.
+    openapi: Option<String>,
 }
 
 impl std::str::FromStr for Manifest {
@@ -224,6 +232,10 @@ impl std::str::FromStr for Manifest {
                     .map_err(|e| anyhow::anyhow!("component `{name}`: {e}"))?,
                 config: raw.config,
                 reuse,
+                openapi: raw
+                    .openapi
+                    .map(|path| check_openapi_path(&name, path))
+                    .transpose()?,
             };
             for topic in spec.publishes.iter().chain(&spec.subscribes) {
                 if let Err(e) = crate::capabilities::services::check_topic(topic) {
@@ -253,6 +265,9 @@ impl Manifest {
         for spec in manifest.components.values_mut() {
             if let WasmSource::File(file) = &mut spec.wasm {
                 *file = base.join(&*file);
+            }
+            if let Some(openapi) = &mut spec.openapi {
+                *openapi = base.join(&*openapi);
             }
         }
         Ok(manifest)
@@ -307,6 +322,16 @@ fn check_reuse(
         idle: Duration::from_millis(idle_ms),
         max_idle: max_concurrency,
     }))
+}
+
+/// An `openapi` entry names a JSON file: YAML is not read.
+fn check_openapi_path(name: &str, path: String) -> anyhow::Result<PathBuf> {
+    if !path.ends_with(".json") {
+        bail!(
+            "component `{name}`: openapi must name a .json file, got `{path}`; convert a YAML document to JSON"
+        );
+    }
+    Ok(PathBuf::from(path))
 }
 
 /// Whether `name` may name a component: the rule `berth new` applies too.
@@ -392,7 +417,7 @@ mod tests {
     fn unknown_fields_are_rejected() {
         check_err(
             "[components.a]\nwasm = \"a.wasm\"\nroutes = [\"/a\"]\nroute = \"/b\"\n",
-            "unknown field `route`, expected one of `wasm`, `routes`, `timeout_ms`, `max_memory_mb`, `max_concurrency`, `calls`, `publishes`, `subscribes`, `strip_prefix`, `outbound`, `config`, `reuse`, `reuse_idle_ms`",
+            "unknown field `route`, expected one of `wasm`, `routes`, `timeout_ms`, `max_memory_mb`, `max_concurrency`, `calls`, `publishes`, `subscribes`, `strip_prefix`, `outbound`, `config`, `reuse`, `reuse_idle_ms`, `openapi`",
         );
         check_err(
             "colour = 1\n",
@@ -563,6 +588,21 @@ mod tests {
         assert_eq!(
             m.components["a"].wasm,
             WasmSource::File(dir.path().join("a.wasm"))
+        );
+        let text = format!("{}openapi = \"docs/a.json\"\n", component("a", "[\"/a\"]"));
+        std::fs::write(&path, text).unwrap();
+        let m = Manifest::from_file(&path).unwrap();
+        assert_eq!(
+            m.components["a"].openapi,
+            Some(dir.path().join("docs/a.json"))
+        );
+    }
+
+    #[test]
+    fn openapi_must_be_json() {
+        check_err(
+            &format!("{}openapi = \"a.yaml\"\n", component("a", "[\"/a\"]")),
+            "component `a`: openapi must name a .json file, got `a.yaml`; convert a YAML document to JSON",
         );
     }
 

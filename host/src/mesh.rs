@@ -22,9 +22,25 @@ use wasmtime_wasi_config::WasiConfigVariables;
 /// Calls deeper than this fail with `too-deep` unless configured otherwise.
 pub const DEFAULT_MAX_CALL_DEPTH: u32 = 8;
 
-/// The components of an [`App`] and what each may reach.
+/// The components of an [`App`] and the settings of this process that
+/// reach across them. What each component may reach is the app's live
+/// [`Grants`], read at each check, so a manifest reload changes them.
 pub struct Mesh {
     pub app: Arc<App>,
+    max_depth: u32,
+    /// The broker events go through, if any; without one they are
+    /// delivered in-process.
+    pub broker: Option<Arc<Broker>>,
+    /// Signalled when a request commits events, so the delivery worker or
+    /// relay moves them on at once instead of at its next poll.
+    pub events_waiting: tokio::sync::Notify,
+}
+
+/// What each component of one manifest may reach, and its `config`.
+/// Built once per manifest (at load and at each reload) and swapped in
+/// with the route table, never changed in place.
+#[derive(Default)]
+pub struct Grants {
     /// Component to the components it may call.
     calls: HashMap<String, HashSet<String>>,
     /// Component to the topics it may publish on.
@@ -35,22 +51,10 @@ pub struct Mesh {
     config: HashMap<String, Arc<WasiConfigVariables>>,
     /// Topic to its subscribers, in name order.
     subscribers: HashMap<String, Vec<String>>,
-    max_depth: u32,
-    /// The broker events go through, if any; without one they are
-    /// delivered in-process.
-    pub broker: Option<Arc<Broker>>,
-    /// Signalled when a request commits events, so the delivery worker or
-    /// relay moves them on at once instead of at its next poll.
-    pub events_waiting: tokio::sync::Notify,
 }
 
-impl Mesh {
-    pub fn new(
-        app: Arc<App>,
-        manifest: &Manifest,
-        max_depth: u32,
-        broker: Option<Arc<Broker>>,
-    ) -> Arc<Mesh> {
+impl Grants {
+    pub fn new(manifest: &Manifest) -> Grants {
         let mut subscribers: HashMap<String, Vec<String>> = HashMap::new();
         for (name, spec) in &manifest.components {
             for topic in &spec.subscribes {
@@ -73,8 +77,7 @@ impl Mesh {
                 metrics().call_granted(caller, callee);
             }
         }
-        Arc::new(Mesh {
-            app,
+        Grants {
             calls,
             publishes: grant(|spec| &spec.publishes),
             outbound: manifest
@@ -88,6 +91,20 @@ impl Mesh {
                 .map(|(name, spec)| (name.clone(), Arc::new(spec.config.iter().collect())))
                 .collect(),
             subscribers,
+        }
+    }
+
+    fn may_call(&self, caller: &str, callee: &str) -> bool {
+        self.calls
+            .get(caller)
+            .is_some_and(|allowed| allowed.contains(callee))
+    }
+}
+
+impl Mesh {
+    pub fn new(app: Arc<App>, max_depth: u32, broker: Option<Arc<Broker>>) -> Arc<Mesh> {
+        Arc::new(Mesh {
+            app,
             max_depth,
             broker,
             events_waiting: tokio::sync::Notify::new(),
@@ -108,8 +125,9 @@ impl Mesh {
 
     /// Every subscribing component, with the topics it subscribes to.
     pub fn subscriptions(&self) -> BTreeMap<String, Vec<String>> {
+        let grants = self.app.grants();
         let mut subscriptions: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (topic, components) in &self.subscribers {
+        for (topic, components) in &grants.subscribers {
             for component in components {
                 subscriptions
                     .entry(component.clone())
@@ -126,13 +144,12 @@ impl Mesh {
     /// The components subscribed to `topic`, each owed its own delivery
     /// when this process delivers events itself.
     pub fn subscribers_in_process(&self, topic: &str) -> Vec<String> {
-        self.subscribers.get(topic).cloned().unwrap_or_default()
-    }
-
-    fn may_call(&self, caller: &str, callee: &str) -> bool {
-        self.calls
-            .get(caller)
-            .is_some_and(|allowed| allowed.contains(callee))
+        self.app
+            .grants()
+            .subscribers
+            .get(topic)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -153,17 +170,21 @@ impl Services for Mesh {
     }
 
     fn may_reach(&self, component: &str, uri: &hyper::Uri) -> bool {
-        self.outbound
+        self.app
+            .grants()
+            .outbound
             .get(component)
             .is_some_and(|origins| origins.iter().any(|o| o.allows(uri)))
     }
 
     fn config(&self, component: &str) -> Option<Arc<WasiConfigVariables>> {
-        self.config.get(component).cloned()
+        self.app.grants().config.get(component).cloned()
     }
 
     fn may_publish(&self, component: &str, topic: &str) -> bool {
-        self.publishes
+        self.app
+            .grants()
+            .publishes
             .get(component)
             .is_some_and(|allowed| allowed.contains(topic))
     }
@@ -295,7 +316,7 @@ impl Mesh {
         caller: &Caller,
         service: &str,
     ) -> Result<Arc<crate::executor::Executor>, CallError> {
-        if !self.may_call(&caller.component, service) {
+        if !self.app.grants().may_call(&caller.component, service) {
             return Err(call_not_allowed(&caller.component, service));
         }
         let Some(callee) = self.app.component(service) else {

@@ -167,6 +167,11 @@ pub struct Runtime {
     /// Every component's idle instances, evicted when the instance pool is
     /// full.
     pools: Arc<Pools>,
+    /// The largest linear memory the pool's slots hold, and what each
+    /// instance may take from it: fixed when the pool is made, so a
+    /// manifest reload that needs more needs a restart.
+    max_memory_bytes: usize,
+    per_instance: Needs,
     /// Stops the epoch thread when the last clone is dropped.
     _ticker: Arc<EpochTicker>,
 }
@@ -233,8 +238,20 @@ impl Runtime {
             http_linker: Arc::new(http_linker),
             cache,
             pools: Pools::start()?,
+            max_memory_bytes: config.max_memory_bytes,
+            per_instance: each,
             _ticker: Arc::new(ticker),
         })
+    }
+
+    /// The largest `max_memory_mb` the instance pool was sized for.
+    pub fn max_memory_bytes(&self) -> usize {
+        self.max_memory_bytes
+    }
+
+    /// What the instance pool gives each instance.
+    pub fn per_instance(&self) -> Needs {
+        self.per_instance
     }
 
     /// Check what `wasm` imports and exports, compile it and link it as the
@@ -465,6 +482,11 @@ impl LoadedComponent {
 
     pub fn limits(&self) -> &CallLimits {
         &self.limits
+    }
+
+    /// The compiled code this was linked from.
+    pub fn compiled(&self) -> &Component {
+        self.pre.component()
     }
 
     /// Whether the component exports an event handler.

@@ -269,7 +269,12 @@ async fn answer(
             }
             return (json(StatusCode::OK, body), None);
         }
-        "/openapi.json" => return (openapi(), None),
+        // Until loaded, what is served is not known: 503 like any route.
+        "/openapi.json" => {
+            if let Some(mesh) = services {
+                return (openapi(mesh.app.openapi()), None);
+            }
+        }
         "/metrics" => return (metrics_text(), None),
         _ => {}
     }
@@ -287,7 +292,7 @@ async fn answer(
     let name = component.name().clone();
     let mut req = req;
     if let Some(prefix) = strip {
-        strip_prefix(&mut req, prefix);
+        strip_prefix(&mut req, &prefix);
     }
     if let Executor::Http(http) = &*component {
         let response = serve_http(front, mesh, http, req, request_id).await;
@@ -662,16 +667,15 @@ fn invoke_error(component: &str, e: InvokeError) -> Response<Body> {
     }
 }
 
-/// The OpenAPI document of the built-in users and orders API.
-fn openapi() -> Response<Body> {
-    let mut response = Response::new(Body::new(Bytes::from_static(OPENAPI.as_bytes())));
+/// The OpenAPI document of what the live manifest serves, merged when it
+/// was loaded (see `openapi.rs`).
+fn openapi(document: Bytes) -> Response<Body> {
+    let mut response = Response::new(Body::new(document));
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
-
-const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
 /// A JSON error response: `{"error": message}`.
 pub fn error(status: StatusCode, message: &str) -> Response<Body> {

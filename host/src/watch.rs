@@ -1,5 +1,6 @@
 //! `berth serve --watch`: poll each component's wasm file and, once a
-//! change has settled, swap the new version in through [`App::replace`].
+//! change has settled, swap the new version in through [`App::replace`];
+//! poll the manifest too, and reload it when it changes (`reload.rs`).
 //! A file that is rejected leaves the old version serving; the log says why,
 //! once per change. Only regular files up to the admin upload's size cap
 //! are read, and every look at the filesystem happens off the async runtime.
@@ -18,20 +19,27 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// `cargo build` write in bursts; a file still being written keeps changing.
 pub const QUIET: Duration = Duration::from_millis(250);
 
-/// Watch every file-backed component of `app` until `shutdown` resolves,
-/// reading no file larger than `max_bytes`.
-pub async fn watch(app: Arc<App>, max_bytes: usize, shutdown: impl Future<Output = ()>) {
-    let mut files: Vec<Watched> = app
-        .files()
-        .into_iter()
-        .map(|(name, path)| Watched::new(name, path))
-        .collect();
-    if files.is_empty() {
+/// Watch every file-backed component of `app`, and the `manifest` file if
+/// it was given, until `shutdown` resolves, reading no file larger than
+/// `max_bytes`. The files watched follow the manifest as it is reloaded.
+pub async fn watch(
+    app: Arc<App>,
+    max_bytes: usize,
+    manifest: Option<PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut files: Vec<Watched> = Vec::new();
+    follow_manifest(&app, &mut files);
+    // Settled as it is now: the manifest was read just before serving.
+    let mut manifest = manifest.map(|path| {
+        tracing::info!("watching the manifest {}", path.display());
+        let mut watched = Watched::new("manifest".to_string(), path);
+        watched.settled = Stamp::of(&watched.path);
+        watched
+    });
+    if files.is_empty() && manifest.is_none() {
         tracing::warn!("--watch: no component is loaded from a file, so there is nothing to watch");
         return;
-    }
-    for file in &files {
-        tracing::info!(component = %file.name, "watching {}", file.path.display());
     }
     tokio::pin!(shutdown);
     let mut ticks = tokio::time::interval(POLL_INTERVAL);
@@ -41,14 +49,16 @@ pub async fn watch(app: Arc<App>, max_bytes: usize, shutdown: impl Future<Output
             _ = ticks.tick() => {}
             () = &mut shutdown => return,
         }
+        follow_manifest(&app, &mut files);
         // On a blocking thread: a stat or read that stalls (a hung network
         // mount, say) must not stall the workers that serve requests.
         let polled = tokio::task::spawn_blocking(move || {
             let changes: Vec<_> = files.iter_mut().map(|f| f.poll(max_bytes)).collect();
-            (files, changes)
+            let edited = manifest.as_mut().and_then(|m| m.poll(max_bytes)).is_some();
+            (files, manifest, changes, edited)
         });
-        let changes;
-        (files, changes) = tokio::select! {
+        let (changes, edited);
+        (files, manifest, changes, edited) = tokio::select! {
             polled = polled => match polled {
                 Ok(polled) => polled,
                 Err(e) => {
@@ -58,10 +68,30 @@ pub async fn watch(app: Arc<App>, max_bytes: usize, shutdown: impl Future<Output
             },
             () = &mut shutdown => return,
         };
+        if let (true, Some(manifest)) = (edited, &manifest) {
+            crate::reload::reload_from(&app, &manifest.path, "--watch").await;
+        }
         for (file, wasm) in files.iter().zip(changes) {
             if let Some(wasm) = wasm {
                 install(&app, &file.name, &file.path, wasm).await;
             }
+        }
+    }
+}
+
+/// Make `files` the file-backed components of the live manifest, keeping
+/// the state of those that stay.
+fn follow_manifest(app: &App, files: &mut Vec<Watched>) {
+    let wanted = app.files();
+    files.retain(|f| {
+        wanted
+            .iter()
+            .any(|(name, path)| *name == f.name && *path == f.path)
+    });
+    for (name, path) in wanted {
+        if !files.iter().any(|f| f.name == name && f.path == path) {
+            tracing::info!(component = %name, "watching {}", path.display());
+            files.push(Watched::new(name, path));
         }
     }
 }

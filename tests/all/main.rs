@@ -25,6 +25,7 @@ mod ops;
 mod orders;
 mod pg;
 mod rabbitmq;
+mod reload;
 mod replicas;
 mod reuse;
 mod scaffold;

@@ -111,6 +111,11 @@ impl HttpComponent {
         &self.limits
     }
 
+    /// The compiled code this was linked from.
+    pub fn compiled(&self) -> &Component {
+        self.pre.instance_pre().component()
+    }
+
     /// Run `request` in a fresh instance and return once the guest has set
     /// its response (or failed before it did). The caller holds the
     /// component's concurrency slot for as long as it holds the result.
