@@ -37,7 +37,16 @@ enum Attempt {
 fn try_new_connection(addr: std::net::SocketAddr) -> Attempt {
     let mut stream = match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
         Ok(stream) => stream,
-        Err(e) if e.kind() == ErrorKind::ConnectionRefused => return Attempt::Refused,
+        // A connection the kernel queued as the listener closed is reset
+        // rather than refused: the same answer, seen one step later.
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset
+            ) =>
+        {
+            return Attempt::Refused;
+        }
         Err(e) => panic!("connecting to {addr}: {e}"),
     };
     stream
