@@ -10,10 +10,12 @@ output); one followed by `# eventually => TEXT` must print it within
 EVENTUALLY seconds, retried every half second. Each block is timed, and
 the times are printed at the end.
 
-The only thing added to what a user does is a build cache: a generated
-project's `tests/target` is linked to $BERTH_GUIDE_CACHE/tests-target
-(default /var/tmp/berth-guide), so wasmtime is not compiled again on every
-run. Set BERTH_GUIDE_CACHE= (empty) to build from cold.
+The only thing added to what a user does is a build cache: after each
+step, a generated project's `target` and its `tests/target` that do not
+exist yet are linked to folders of $BERTH_GUIDE_CACHE (default
+/var/tmp/berth-guide), so the SDK's dependencies and wasmtime are not
+compiled again on every run. Set BERTH_GUIDE_CACHE= (empty) to build from
+cold.
 """
 
 import os
@@ -48,10 +50,12 @@ __step() {
 __step_done() {
     printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$__t0" "$(date +%s.%N)" >> "$__times"
     if [ -n "${BERTH_GUIDE_CACHE:-}" ]; then
-        for tests in "$__work"/*/tests; do
-            if [ -f "$tests/Cargo.toml" ] && [ ! -e "$tests/target" ]; then
-                mkdir -p "$BERTH_GUIDE_CACHE/tests-target"
-                ln -s "$BERTH_GUIDE_CACHE/tests-target" "$tests/target"
+        for project in "$__work"/*/ "$__work"/*/tests/; do
+            if [ -f "$project/Cargo.toml" ] && [ ! -e "$project/target" ]; then
+                local cache
+                cache="$BERTH_GUIDE_CACHE/$(basename "$project")-target"
+                mkdir -p "$cache"
+                ln -s "$cache" "$project/target"
             fi
         done
     fi
