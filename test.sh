@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: sets up the pinned toolchain (with the wasm32-wasip2
 # target), then the unit, component and end-to-end tests in release mode,
-# the one profile the serve command also builds, and last the examples in
+# the one profile the serve command also builds, then the guide's commands
+# as a new user runs them (tests/guide/run.py), and last the examples in
 # Python, JavaScript and Rust (examples/test.sh), whose toolchains come from
 # PyPI and npm.
 #
@@ -80,6 +81,11 @@ cargo test --release --workspace --locked "$@"
 # The built-in components' unit tests once more with every instance reused
 # across requests, as a manifest's `reuse = N` would run them.
 BERTH_TEST_REUSE=1000 cargo test --release --locked -p berth-test --test users --test orders --test harness
+
+# The guide (docs/guide.md) as a new user follows it, in a directory
+# outside this checkout: berth new, build, test, berth dev with an edit
+# served live, a grant added by SIGHUP, berth push and berth rollback.
+BERTH="${CARGO_TARGET_DIR:-target}/release/berth" python3 tests/guide/run.py docs/guide.md
 
 # The examples in Python, JavaScript and Rust, each built with its own
 # toolchain (fetched once into BERTH_EXAMPLES_CACHE) and run end to end
