@@ -82,6 +82,11 @@ cargo test --release --workspace --locked "$@"
 # across requests, as a manifest's `reuse = N` would run them.
 BERTH_TEST_REUSE=1000 cargo test --release --locked -p berth-test --test users --test orders --test harness
 
+# `berth new` for Rust, Python and JavaScript: each project generated,
+# built, tested with its own tests/ package and served. On their own, since
+# they build whole projects and would load the machine under the timed tests.
+cargo test --release --locked -p berth --test all -- --ignored scaffold::
+
 # The guide (docs/guide.md) as a new user follows it, in a directory
 # outside this checkout: berth new, build, test, berth dev with an edit
 # served live, a grant added by SIGHUP, berth push and berth rollback.

@@ -11,11 +11,12 @@ EVENTUALLY seconds, retried every half second. Each block is timed, and
 the times are printed at the end.
 
 The only thing added to what a user does is a build cache: after each
-step, a generated project's `target` and its `tests/target` that do not
-exist yet are linked to folders of $BERTH_GUIDE_CACHE (default
-/var/tmp/berth-guide), so the SDK's dependencies and wasmtime are not
-compiled again on every run. Set BERTH_GUIDE_CACHE= (empty) to build from
-cold.
+step, a generated project's `tests/target` that does not exist yet is
+linked to $BERTH_GUIDE_CACHE (default: `scaffold` in the cargo target
+directory, where tests/all's scaffold tests build such packages too), and
+its own `target` to that path plus `-wasm`, so wasmtime and the SDK's
+dependencies are not compiled again on every run. Set BERTH_GUIDE_CACHE=
+(empty) to build from cold.
 """
 
 import os
@@ -50,10 +51,13 @@ __step() {
 __step_done() {
     printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$__t0" "$(date +%s.%N)" >> "$__times"
     if [ -n "${BERTH_GUIDE_CACHE:-}" ]; then
+        local project cache
         for project in "$__work"/*/ "$__work"/*/tests/; do
             if [ -f "$project/Cargo.toml" ] && [ ! -e "$project/target" ]; then
-                local cache
-                cache="$BERTH_GUIDE_CACHE/$(basename "$project")-target"
+                case "$project" in
+                    */tests/) cache="$BERTH_GUIDE_CACHE" ;;
+                    *) cache="$BERTH_GUIDE_CACHE-wasm" ;;
+                esac
                 mkdir -p "$cache"
                 ln -s "$cache" "$project/target"
             fi
@@ -175,7 +179,9 @@ def main():
         for k, v in os.environ.items()
         if k in KEPT or not k.startswith(SCRUBBED)
     }
-    env.setdefault("BERTH_GUIDE_CACHE", "/var/tmp/berth-guide")
+    # Where tests/all's scaffold tests build generated test packages too.
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(repo, "target")
+    env.setdefault("BERTH_GUIDE_CACHE", os.path.join(os.path.abspath(target), "scaffold"))
     env["PATH"] = os.path.dirname(berth) + os.pathsep + env.get("PATH", "")
     env["NO_COLOR"] = "1"
     env["CARGO_TERM_COLOR"] = "never"
