@@ -119,12 +119,12 @@ pub fn next_steps(lang: Lang) -> &'static [&'static str] {
         Lang::Rust => &[
             "cargo build --release",
             "(cd tests && cargo test)",
-            "berth serve --manifest berth.toml",
+            "berth dev",
         ],
         Lang::Python | Lang::Js => &[
             "./build.sh",
             "(cd tests && cargo test)",
-            "berth serve --manifest berth.toml",
+            "berth dev",
         ],
     }
 }
