@@ -121,11 +121,7 @@ pub fn next_steps(lang: Lang) -> &'static [&'static str] {
             "(cd tests && cargo test)",
             "berth dev",
         ],
-        Lang::Python | Lang::Js => &[
-            "./build.sh",
-            "(cd tests && cargo test)",
-            "berth dev",
-        ],
+        Lang::Python | Lang::Js => &["./build.sh", "(cd tests && cargo test)", "berth dev"],
     }
 }
 

@@ -5,7 +5,7 @@
 
 use crate::support::{BERTH, Berth, Logs, Reply, data_dir, request_at, write_file};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,7 +17,7 @@ const TOKEN: &str = "correct-horse-battery-staple";
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn guest(name: &str) -> Vec<u8> {
-    let path = Path::new(berth::builtin::GUEST_DIR).join(format!("{name}.wasm"));
+    let path = crate::support::guest_dir().join(format!("{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
