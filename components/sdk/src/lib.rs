@@ -31,11 +31,32 @@ pub mod bindings {
 #[doc(hidden)]
 pub use wit_bindgen as __wit_bindgen;
 
+/// The component's own durable key-value namespace: raw bytes under string
+/// keys. A request's writes commit together when its handler returns; see
+/// [`store::Collection`] for records with ids.
 pub use bindings::berth::service::kv;
-pub use bindings::berth::service::log::{Level, log};
-pub use bindings::berth::service::types::{Header, Request, Response};
+/// How loud a [`log`] line is: trace, debug, info, warn or error.
+pub use bindings::berth::service::log::Level;
+/// Write a line to the host's log at a [`Level`], tagged with the
+/// component's name.
+pub use bindings::berth::service::log::log;
+/// One header, its name lower-cased.
+pub use bindings::berth::service::types::Header;
+/// A request the host routed to this component; see [`http`] for helpers
+/// ([`Request::json`], [`Request::segments`], query parameters).
+pub use bindings::berth::service::types::Request;
+/// The component's answer: status, headers and a body, sent whole.
+pub use bindings::berth::service::types::Response;
+/// What a service implements: `handle(request) -> response`, called once
+/// per request, in a fresh instance unless the manifest sets `reuse`.
+/// Export the implementing type with [`export!`].
 pub use bindings::exports::berth::service::handler::Guest as Handler;
-pub use bindings::exports::berth::service::subscriber::{Event, Guest as Subscriber};
+/// One delivery of an event: its id, topic, JSON payload, source and attempt.
+pub use bindings::exports::berth::service::subscriber::Event;
+/// What a subscribing service implements: `on_event(event)`, called for
+/// each event on a topic its manifest entry `subscribes` to; an `Err` asks
+/// for a retry later. Export it with [`export_subscriber!`].
+pub use bindings::exports::berth::service::subscriber::Guest as Subscriber;
 
 /// Export `$ty`, which implements [`Handler`], as the component's handler.
 /// The component subscribes to nothing: an event sent to it is refused.

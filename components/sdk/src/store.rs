@@ -19,11 +19,12 @@ const PAGE: u32 = 500;
 /// enough that a page costs the host and the instance little memory.
 pub const PAGE_BYTES: usize = 1024 * 1024;
 
-/// Most records one listing page looks at, kept or not, and most bytes it
-/// reads: a filter that keeps few records costs a bounded amount per page,
-/// and the client follows the cursor for the rest.
-const PAGE_EXAMINED: usize = 5000;
-const PAGE_EXAMINED_BYTES: usize = 8 * 1024 * 1024;
+/// Most records one listing page looks at, kept or not: a filter that
+/// keeps few records costs a bounded amount per page, and the client
+/// follows the cursor for the rest.
+pub const PAGE_EXAMINED: usize = 5000;
+/// Most bytes of records one listing page reads, kept or not.
+pub const PAGE_EXAMINED_BYTES: usize = 8 * 1024 * 1024;
 
 /// One page of a listing.
 #[derive(Debug)]
