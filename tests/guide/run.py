@@ -11,7 +11,7 @@ EVENTUALLY seconds, retried every half second. Each block is timed, and
 the times are printed at the end.
 
 The only thing added to what a user does is a build cache: after each
-step, a generated project's `tests/target` that does not exist yet is
+step and each `berth new`, a generated project's `tests/target` that does not exist yet is
 linked to $BERTH_GUIDE_CACHE (default: `scaffold` in the cargo target
 directory, where tests/all's scaffold tests build such packages too), and
 its own `target` to that path plus `-wasm`, so wasmtime and the SDK's
@@ -50,6 +50,9 @@ __step() {
 }
 __step_done() {
     printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$__t0" "$(date +%s.%N)" >> "$__times"
+    __link_caches
+}
+__link_caches() {
     if [ -n "${BERTH_GUIDE_CACHE:-}" ]; then
         local project cache
         for project in "$__work"/*/ "$__work"/*/tests/; do
@@ -151,6 +154,9 @@ def translate(body):
             i += 2
             continue
         out.append(line)
+        # A project just made gets its build caches before the block builds it.
+        if line.strip().startswith("berth new"):
+            out.append("__link_caches")
         i += 1
     return out
 
