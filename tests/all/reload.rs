@@ -17,8 +17,7 @@ const TOKEN: &str = "correct-horse-battery-staple";
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn guest(name: &str) -> Vec<u8> {
-    let path = crate::support::guest_dir().join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    crate::support::test_wasm_bytes(name)
 }
 
 const USERS: &str = "[components.users]\nwasm = \"builtin:users\"\nroutes = [\"/users\"]\n";

@@ -337,8 +337,7 @@ fn all_list(replicas: &[&Replica], sha: &str) {
 }
 
 fn guest(name: &str) -> Vec<u8> {
-    let path = crate::support::guest_dir().join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    crate::support::test_wasm_bytes(name)
 }
 
 #[test]

@@ -498,6 +498,12 @@ pub fn guest_dir() -> &'static Path {
     berth::guest_build::test_guest_dir().unwrap_or_else(|e| panic!("{e:#}"))
 }
 
+/// The bytes of a test-only component, such as `swap_v1`.
+pub fn test_wasm_bytes(name: &str) -> Vec<u8> {
+    let path = guest_dir().join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
 /// The path of a test-only component, such as `slow`.
 pub fn test_wasm(name: &str) -> String {
     crate::support::guest_dir()
