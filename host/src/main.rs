@@ -198,7 +198,9 @@ struct StoreArgs {
     store_connections: usize,
     /// Most concurrent requests' writes committed in one --store
     /// transaction (group commit: they share its round trips and its
-    /// flush); 1 commits each request's writes on its own.
+    /// flush); 1 commits each request's writes on its own, and sends each
+    /// increment of a counter in a statement of its own rather than
+    /// summed with the others waiting for it.
     #[arg(long, default_value_t = berth::store::DEFAULT_MAX_GROUP, value_parser = usize_in(1..=1000))]
     store_group: usize,
 }

@@ -13,7 +13,7 @@
 //! only itself. Deliveries' acknowledgements (`completes`, `applies`) keep
 //! the one-batch path: they check rows, not keys.
 
-use super::batch::{self, Statements, Step, locks, write_steps};
+use super::batch::{self, Expected, Statements, Step, locks, write_steps};
 use super::error::{is_serialization_failure, pool_error, store_error};
 use crate::store::{Commit, StoreError, WriteBatch, now_ms};
 use deadpool_postgres::Pool;
@@ -21,12 +21,15 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-/// Groups committing at once. Each holds a pooled connection for its two
-/// round trips; the rest of the pool stays free for reads and increments.
-/// Batches that arrive while every group is busy queue, and so the next
-/// group is larger when the database is slower.
+/// Groups committing at once: two, so one group's statements travel while
+/// the other waits for its flush. More would make smaller groups, and more
+/// transactions for the same writes: on this project's machine one replica
+/// wrote 1,458, 1,991, 1,637 and 1,475 users a second with 1, 2, 4 and 8
+/// groups in flight over 16 connections. Batches that arrive while both are
+/// busy queue, and so the next group is larger when the database is
+/// slower; the rest of the pool stays free for reads and increments.
 pub(super) fn groups_in_flight(pool_size: usize) -> usize {
-    (pool_size / 2).clamp(1, 8)
+    pool_size.clamp(1, 2)
 }
 
 /// Commits one replica's request batches in groups (see the module docs).
@@ -218,23 +221,10 @@ async fn apply_group(
     let checked = group.iter().any(|p| !p.batch.expects.is_empty());
 
     let mut commits = vec![Commit::Done; group.len()];
+    let batches: Vec<(&str, &WriteBatch)> =
+        group.iter().map(|p| (p.ns.as_str(), &p.batch)).collect();
     if checked {
-        let checks = group.iter().map(|pending| {
-            let keys: Vec<&str> = pending.batch.expects.keys().map(String::as_str).collect();
-            let values: Vec<Option<&[u8]>> = pending
-                .batch
-                .expects
-                .values()
-                .map(Option::as_deref)
-                .collect();
-            let (ns, changed) = (&pending.ns, &st.changed);
-            async move {
-                if keys.is_empty() {
-                    return Ok(None);
-                }
-                conn.query_opt(changed, &[ns, &keys, &values]).await
-            }
-        });
+        let expected = Expected::of(&batches);
         let (_, _, changed) = tokio::try_join!(
             // In order, every poll: the statements go out in this order on
             // the first, and the error reported is the first statement's
@@ -243,11 +233,11 @@ async fn apply_group(
             biased;
             conn.batch_execute("BEGIN"),
             async { conn.execute(&st.lock, &[&all_locks]).await },
-            futures_util::future::try_join_all(checks),
+            expected.check(conn, &st),
         )?;
-        for (commit, row) in commits.iter_mut().zip(changed) {
-            if let Some(row) = row {
-                *commit = Commit::Conflict(row.try_get(0)?);
+        for (commit, key) in commits.iter_mut().zip(changed) {
+            if let Some(key) = key {
+                *commit = Commit::Conflict(key);
             }
         }
     }
@@ -262,11 +252,13 @@ async fn apply_group(
             async move { conn.execute(lock, &[all_locks]).await },
         ));
     }
-    for (pending, commit) in group.iter().zip(&commits) {
-        if matches!(commit, Commit::Done) {
-            steps.extend(write_steps(conn, &st, &pending.ns, &pending.batch, now));
-        }
-    }
+    let passed: Vec<(&str, &WriteBatch)> = batches
+        .iter()
+        .zip(&commits)
+        .filter(|(_, commit)| matches!(commit, Commit::Done))
+        .map(|(batch, _)| *batch)
+        .collect();
+    steps.extend(write_steps(conn, &st, &passed, now));
     steps.push(Box::pin(async {
         conn.batch_execute("COMMIT").await.map(|()| 0)
     }));

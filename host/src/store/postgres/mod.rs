@@ -4,6 +4,7 @@
 //! writer, and leases with `SKIP LOCKED` share the outbox between replicas.
 
 mod batch;
+mod counters;
 mod error;
 mod group;
 mod schema;
@@ -73,6 +74,9 @@ pub struct PostgresStore {
     /// Request batches go through it, several to a transaction; `None`
     /// commits each alone.
     committer: Option<group::Committer>,
+    /// Increments of one counter go through it, several to a statement;
+    /// `None` sends each alone. On exactly when `committer` is.
+    counters: Option<counters::Counters>,
 }
 
 /// Check that `url` is a PostgreSQL URL the client can use, without
@@ -170,16 +174,19 @@ impl PostgresStore {
             config,
             health: Health::default(),
             committer: Some(committer),
+            counters: Some(counters::Counters::default()),
         })
     }
 
     /// Commit at most `max_group` concurrent request batches in one
     /// transaction (group commit; see `group.rs`); 1 commits each batch in
-    /// a transaction of its own.
+    /// a transaction of its own, and sends each increment in a statement
+    /// of its own (see `counters.rs`): one round trip per operation.
     pub fn with_max_group(mut self, max_group: usize) -> PostgresStore {
         let in_flight = group::groups_in_flight(self.pool.status().max_size);
         self.committer = (max_group > 1)
             .then(|| group::Committer::start(self.pool.clone(), max_group, in_flight));
+        self.counters = (max_group > 1).then(counters::Counters::default);
         self
     }
 
@@ -307,67 +314,70 @@ impl PostgresStore {
     }
 
     async fn try_increment(&self, ns: &str, key: &str, delta: i64) -> Result<i64, CounterError> {
-        let conn = self.conn().await?;
         if delta == 0 {
             // Nothing to add: read, and write only a missing counter's 0,
             // leaving the stored text as it is (as the other backends do).
+            let conn = self.conn().await?;
             return match read(&conn, ns, key).await? {
                 Some(current) => add_to_counter(Some(&current), 0),
-                None => self.add(&conn, ns, key, 0).await,
+                None => add(&conn, ns, key, 0).await,
             };
         }
-        self.add(&conn, ns, key, delta).await
-    }
-
-    /// The whole increment in one statement, one round trip: take the key's
-    /// lock, then insert `delta` or add it to the decimal text there. The
-    /// statement's own transaction commits without waiting for the flush:
-    /// the key's lock is then held for the statement, not for a disk write,
-    /// so increments of one counter (every POST /users) do not queue behind
-    /// each other's fsync. It stays durable no later than any batch
-    /// committed after it, as the trait promises: that batch's synchronous
-    /// commit flushes the WAL up to its own record, which lies past this
-    /// one; an increment lost in a crash before then was never used by an
-    /// acknowledged write.
-    async fn add(
-        &self,
-        conn: &deadpool_postgres::Object,
-        ns: &str,
-        key: &str,
-        delta: i64,
-    ) -> Result<i64, CounterError> {
-        // Text that is not a decimal i64 as Rust reads one fails the cast
-        // in the ELSE branch (it depends on the row, so it is not folded at
-        // planning); an overflowing sum fails the addition.
-        const ADD: &str = "
-            WITH locked AS (
-                SELECT pg_advisory_xact_lock($4),
-                       set_config('synchronous_commit', 'off', true)
-            )
-            INSERT INTO kv (ns, key, value)
-            SELECT $1, $2, convert_to($3::bigint::text, 'UTF8') FROM locked
-            ON CONFLICT (ns, key) DO UPDATE SET value = convert_to((
-                CASE WHEN convert_from(kv.value, 'UTF8') ~ '^[+-]?[0-9]+$'
-                     THEN convert_from(kv.value, 'UTF8')::bigint
-                     ELSE (convert_from(kv.value, 'UTF8') || ' is not a counter')::bigint
-                END + $3)::text, 'UTF8')
-            RETURNING convert_from(value, 'UTF8')::bigint";
-        let statement = conn.prepare_cached(ADD).await.map_err(store_error)?;
-        match conn
-            .query_one(&statement, &[&ns, &key, &delta, &lock_id(ns, key)])
-            .await
-        {
-            Ok(row) => Ok(row.get(0)),
-            Err(e) => match e.code().map(|c| c.code()) {
-                Some("22003") => Err(CounterError::Invalid(format!(
-                    "counter overflow: adding {delta} to the counter under `{key}`"
-                ))),
-                Some("22P02" | "22021") => Err(CounterError::Invalid(
-                    "the key holds a value that is not a counter".into(),
-                )),
-                _ => Err(CounterError::Store(store_error(e))),
-            },
+        match &self.counters {
+            Some(counters) => counters.add(&self.pool, ns, key, delta).await,
+            None => add(&self.conn().await?, ns, key, delta).await,
         }
+    }
+}
+
+/// [`add`]'s statement. Text that is not a decimal i64 as Rust reads one
+/// fails the cast in the ELSE branch (it depends on the row, so it is not
+/// folded at planning); an overflowing sum fails the addition.
+const ADD: &str = "
+    WITH locked AS (
+        SELECT pg_advisory_xact_lock($4),
+               set_config('synchronous_commit', 'off', true)
+    )
+    INSERT INTO kv (ns, key, value)
+    SELECT $1, $2, convert_to($3::bigint::text, 'UTF8') FROM locked
+    ON CONFLICT (ns, key) DO UPDATE SET value = convert_to((
+        CASE WHEN convert_from(kv.value, 'UTF8') ~ '^[+-]?[0-9]+$'
+             THEN convert_from(kv.value, 'UTF8')::bigint
+             ELSE (convert_from(kv.value, 'UTF8') || ' is not a counter')::bigint
+        END + $3)::text, 'UTF8')
+    RETURNING convert_from(value, 'UTF8')::bigint";
+
+/// The whole increment in one statement, one round trip: take the key's
+/// lock, then insert `delta` or add it to the decimal text there. The
+/// statement's own transaction commits without waiting for the flush:
+/// the key's lock is then held for the statement, not for a disk write,
+/// so increments of one counter (every POST /users) do not queue behind
+/// each other's fsync. It stays durable no later than any batch
+/// committed after it, as the trait promises: that batch's synchronous
+/// commit flushes the WAL up to its own record, which lies past this
+/// one; an increment lost in a crash before then was never used by an
+/// acknowledged write.
+async fn add(
+    conn: &deadpool_postgres::Client,
+    ns: &str,
+    key: &str,
+    delta: i64,
+) -> Result<i64, CounterError> {
+    let statement = conn.prepare_cached(ADD).await.map_err(store_error)?;
+    match conn
+        .query_one(&statement, &[&ns, &key, &delta, &lock_id(ns, key)])
+        .await
+    {
+        Ok(row) => Ok(row.get(0)),
+        Err(e) => match e.code().map(|c| c.code()) {
+            Some("22003") => Err(CounterError::Invalid(format!(
+                "counter overflow: adding {delta} to the counter under `{key}`"
+            ))),
+            Some("22P02" | "22021") => Err(CounterError::Invalid(
+                "the key holds a value that is not a counter".into(),
+            )),
+            _ => Err(CounterError::Store(store_error(e))),
+        },
     }
 }
 

@@ -38,12 +38,32 @@ where
         .await
         .expect("creating a test database");
     let outcome = tokio::spawn(test(with_dbname(&server, &name))).await;
-    admin
-        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .await
-        .expect("dropping a test database");
+    drop_database(&admin, &name).await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// Drop database `name`, cutting off its sessions. An autovacuum worker
+/// in it belongs to the server, which the test's user may not cut off: it
+/// ends on its own within moments, so the drop is tried again.
+async fn drop_database(admin: &tokio_postgres::Client, name: &str) {
+    let mut attempts = 0;
+    loop {
+        match admin
+            .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+            .await
+        {
+            Ok(()) => return,
+            Err(e) if attempts < 100 => {
+                attempts += 1;
+                if attempts == 1 {
+                    eprintln!("dropping test database {name} again: {e}");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("dropping test database {name}: {e}"),
+        }
     }
 }
 

@@ -589,6 +589,254 @@ async fn concurrent_batches_commit_in_groups_each_judged_alone() {
     .await;
 }
 
+/// A group's writes and deletes go out one statement per kind, whatever
+/// the namespace of each batch: keys of one name in two namespaces stay
+/// apart, deletes remove only their own namespace's key, and a batch whose
+/// precondition fails writes nothing while the rest of its group commits.
+#[tokio::test]
+async fn a_group_writes_and_deletes_each_batch_in_its_own_namespace() {
+    with_database(|url| async move {
+        let store = Arc::new(PostgresStore::connect(&url, 2).await.unwrap());
+        for ns in ["a", "b"] {
+            for key in ["k0", "k1", "k2", "k3"] {
+                let mut batch = WriteBatch::default();
+                batch
+                    .writes
+                    .insert(key.into(), Some(format!("{ns}-old").into_bytes()));
+                assert_eq!(store.commit(ns, batch).await.unwrap(), Commit::Done);
+            }
+        }
+        let mut batches = Vec::new();
+        for round in 0..20 {
+            for key in ["k0", "k1", "k2", "k3"] {
+                let mut batch = WriteBatch::default();
+                let value = match (round, key) {
+                    (0, "k1") | (0, "k3") => None,
+                    _ => Some(format!("r{round}").into_bytes()),
+                };
+                batch.writes.insert(format!("{key}-{round}"), value.clone());
+                if round == 0 {
+                    batch.writes.insert(key.into(), value);
+                }
+                // k2's batches expect a value it never held: refused.
+                if key == "k2" {
+                    batch.expects.insert(key.into(), Some(b"never".to_vec()));
+                }
+                batches.push(("a", batch));
+            }
+            let mut other = WriteBatch::default();
+            other
+                .writes
+                .insert(format!("k0-{round}"), Some(b"b-side".to_vec()));
+            batches.push(("b", other));
+        }
+        let tasks: Vec<_> = batches
+            .into_iter()
+            .map(|(ns, batch)| {
+                let store = store.clone();
+                tokio::spawn(async move { store.commit(ns, batch).await.unwrap() })
+            })
+            .collect();
+        let mut refused = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Commit::Done => {}
+                Commit::Conflict(key) => {
+                    assert_eq!(key, "k2");
+                    refused += 1;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(refused, 20);
+        let get = |ns: &'static str, key: String| {
+            let store = store.clone();
+            async move { store.get(ns, &key).await.unwrap() }
+        };
+        assert_eq!(get("a", "k0".into()).await, Some(b"r0".to_vec()));
+        assert_eq!(get("a", "k1".into()).await, None, "deleted in a");
+        assert_eq!(
+            get("b", "k1".into()).await,
+            Some(b"b-old".to_vec()),
+            "kept in b"
+        );
+        assert_eq!(get("a", "k2".into()).await, Some(b"a-old".to_vec()));
+        assert_eq!(get("a", "k3".into()).await, None);
+        assert_eq!(get("b", "k3".into()).await, Some(b"b-old".to_vec()));
+        for round in 0..20 {
+            assert_eq!(
+                get("b", format!("k0-{round}")).await,
+                Some(b"b-side".to_vec())
+            );
+            let mine = (round != 0).then(|| format!("r{round}").into_bytes());
+            assert_eq!(
+                get("a", format!("k0-{round}")).await,
+                Some(format!("r{round}").into_bytes())
+            );
+            assert_eq!(get("a", format!("k1-{round}")).await, mine);
+            assert_eq!(
+                get("a", format!("k2-{round}")).await,
+                None,
+                "refused batch wrote"
+            );
+        }
+        let groups = store.committer.as_ref().unwrap().groups();
+        assert!(
+            groups < 80,
+            "100 batches took {groups} transactions: not grouped"
+        );
+    })
+    .await;
+}
+
+/// A connection keeps the generic plan of a statement it prepared, so every
+/// statement on `kv` must plan as an index lookup even when prepared while
+/// the table is empty: a sequential scan chosen then would read the whole
+/// table at every use as it grows (see `batch::CHANGED`).
+#[tokio::test]
+async fn statements_plan_index_lookups_even_on_an_empty_table() {
+    with_database(|url| async move {
+        let store = PostgresStore::connect(&url, 1).await.unwrap();
+        let conn = store.conn().await.unwrap();
+        conn.batch_execute("SET plan_cache_mode = force_generic_plan")
+            .await
+            .unwrap();
+        let statements = [
+            ("changed", batch::CHANGED, 4),
+            ("upsert", batch::UPSERT, 3),
+            ("delete", batch::DELETE, 2),
+            ("read", batch::READ, 2),
+            ("add", ADD, 4),
+        ];
+        for (name, sql, params) in statements {
+            conn.batch_execute(&format!("PREPARE {name} AS {sql}"))
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let nulls = vec!["NULL"; params].join(", ");
+            let plan: Vec<String> = conn
+                .query(&format!("EXPLAIN EXECUTE {name}({nulls})"), &[])
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            let plan = plan.join("\n");
+            assert!(!plan.contains("Seq Scan on kv"), "{name} scans kv:\n{plan}");
+        }
+        // The check that this test can fail: a join, as CHANGED once was.
+        let join = "SELECT u.key, kv.value FROM unnest($1::text[], $2::text[]) AS u(ns, key)
+                    LEFT JOIN kv ON kv.ns = u.ns AND kv.key = u.key";
+        conn.batch_execute(&format!("PREPARE joined AS {join}"))
+            .await
+            .unwrap();
+        let plan: Vec<String> = conn
+            .query("EXPLAIN EXECUTE joined(NULL, NULL)", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert!(plan.join("\n").contains("Seq Scan on kv"), "{plan:?}");
+    })
+    .await;
+}
+
+/// Concurrent increments of one counter share statements, and each caller
+/// still gets a value of its own: those of some serial order of the same
+/// increments.
+#[tokio::test]
+async fn concurrent_increments_share_statements_and_get_distinct_values() {
+    with_database(|url| async move {
+        let store = Arc::new(PostgresStore::connect(&url, 4).await.unwrap());
+        let tasks: Vec<_> = (0..300)
+            .map(|i| {
+                let store = store.clone();
+                let delta = if i % 3 == 0 { 2 } else { 1 };
+                tokio::spawn(
+                    async move { (delta, store.increment("c", "n", delta).await.unwrap()) },
+                )
+            })
+            .collect();
+        let mut seen = Vec::new();
+        for task in tasks {
+            seen.push(task.await.unwrap());
+        }
+        // Sorted by value, each value is the previous one plus its own
+        // delta: no two callers were handed overlapping ranges.
+        seen.sort_by_key(|&(_, value)| value);
+        let mut at = 0;
+        for (delta, value) in &seen {
+            at += delta;
+            assert_eq!(*value, at, "{seen:?}");
+        }
+        assert_eq!(at, 400);
+        assert_eq!(store.increment("c", "n", 0).await.unwrap(), 400);
+        let statements = store.counters.as_ref().unwrap().statements();
+        assert!(
+            statements < 150,
+            "300 increments took {statements} statements"
+        );
+        // Unordered signs still add up.
+        let tasks: Vec<_> = (0..100)
+            .map(|i| {
+                let store = store.clone();
+                let delta = if i % 2 == 0 { 5 } else { -3 };
+                tokio::spawn(async move { store.increment("c", "m", delta).await.unwrap() })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(store.increment("c", "m", 0).await.unwrap(), 100);
+    })
+    .await;
+}
+
+/// A grouped increment the database refuses is sent again one delta at a
+/// time, so each caller gets the answer its own increment would: near the
+/// top of the range, those that fit succeed and only the rest overflow;
+/// on a key that is not a counter, every one fails and nothing changes.
+#[tokio::test]
+async fn a_refused_group_of_increments_is_judged_one_at_a_time() {
+    with_database(|url| async move {
+        let store = Arc::new(PostgresStore::connect(&url, 4).await.unwrap());
+        store.increment("c", "top", i64::MAX - 10).await.unwrap();
+        let mut batch = WriteBatch::default();
+        batch.writes.insert("text".into(), Some(b"hello".to_vec()));
+        assert_eq!(store.commit("c", batch).await.unwrap(), Commit::Done);
+        let spawn = |key: &'static str| {
+            let store = store.clone();
+            tokio::spawn(async move { store.increment("c", key, 1).await })
+        };
+        let tops: Vec<_> = (0..30).map(|_| spawn("top")).collect();
+        let texts: Vec<_> = (0..30).map(|_| spawn("text")).collect();
+        let mut values = Vec::new();
+        let mut overflows = 0;
+        for task in tops {
+            match task.await.unwrap() {
+                Ok(value) => values.push(value),
+                Err(CounterError::Invalid(why)) => {
+                    assert!(why.contains("overflow"), "{why}");
+                    overflows += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        values.sort_unstable();
+        assert_eq!(values, ((i64::MAX - 9)..=i64::MAX).collect::<Vec<_>>());
+        assert_eq!(overflows, 20);
+        for task in texts {
+            let outcome = task.await.unwrap();
+            assert!(
+                matches!(&outcome, Err(CounterError::Invalid(why)) if why.contains("not a counter")),
+                "{outcome:?}"
+            );
+        }
+        assert_eq!(store.get("c", "text").await.unwrap(), Some(b"hello".to_vec()));
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_large_batch_commits_whole() {
     with_database(|url| async move {
