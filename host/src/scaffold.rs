@@ -159,6 +159,7 @@ const PYTHON: &[(&str, &str)] = templates!("python":
     "README.md",
     "tests/Cargo.toml",
     "tests/.cargo/config.toml",
+    "tests/rust-toolchain.toml",
     "tests/{{crate}}.rs",
 );
 
@@ -172,6 +173,7 @@ const JS: &[(&str, &str)] = templates!("js":
     "README.md",
     "tests/Cargo.toml",
     "tests/.cargo/config.toml",
+    "tests/rust-toolchain.toml",
     "tests/{{crate}}.rs",
 );
 

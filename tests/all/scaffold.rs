@@ -214,6 +214,19 @@ fn other_language(lang: &str, ready: bool, needs: &str) {
     assert!(created.status.success(), "{}", stderr(&created));
     let project = tmp.path().join("svc");
     assert!(project.join("wit/service.wit").is_file());
+    // The tests build with Berth's Rust, not whatever is the default.
+    let toolchain = std::fs::read_to_string(project.join("tests/rust-toolchain.toml"))
+        .expect("berth new wrote no tests/rust-toolchain.toml");
+    let root_toolchain = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../rust-toolchain.toml"),
+    )
+    .unwrap();
+    let channel = |text: &str| {
+        text.lines()
+            .find(|line| line.starts_with("channel"))
+            .map(str::to_string)
+    };
+    assert_eq!(channel(&toolchain), channel(&root_toolchain), "{toolchain}");
 
     let started = Instant::now();
     run(&mut Command::new(project.join("build.sh")), "build.sh");
