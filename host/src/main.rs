@@ -200,7 +200,8 @@ struct StoreArgs {
     /// transaction (group commit: they share its round trips and its
     /// flush); 1 commits each request's writes on its own, and sends each
     /// increment of a counter in a statement of its own rather than
-    /// summed with the others waiting for it.
+    /// summed with the others waiting for it, and each read alone rather
+    /// than with the other reads waiting.
     #[arg(long, default_value_t = berth::store::DEFAULT_MAX_GROUP, value_parser = usize_in(1..=1000))]
     store_group: usize,
 }

@@ -7,6 +7,7 @@ mod batch;
 mod counters;
 mod error;
 mod group;
+mod reads;
 mod schema;
 #[cfg(test)]
 pub(crate) mod testdb;
@@ -77,6 +78,7 @@ pub struct PostgresStore {
     /// Increments of one counter go through it, several to a statement;
     /// `None` sends each alone. On exactly when `committer` is.
     counters: Option<counters::Counters>,
+    reads: Option<reads::Reads>,
 }
 
 /// Check that `url` is a PostgreSQL URL the client can use, without
@@ -175,6 +177,7 @@ impl PostgresStore {
             health: Health::default(),
             committer: Some(committer),
             counters: Some(counters::Counters::default()),
+            reads: Some(reads::Reads::new(reads::in_flight(pool_size))),
         })
     }
 
@@ -187,6 +190,8 @@ impl PostgresStore {
         self.committer = (max_group > 1)
             .then(|| group::Committer::start(self.pool.clone(), max_group, in_flight));
         self.counters = (max_group > 1).then(counters::Counters::default);
+        self.reads = (max_group > 1)
+            .then(|| reads::Reads::new(reads::in_flight(self.pool.status().max_size)));
         self
     }
 
@@ -387,7 +392,10 @@ impl Store for PostgresStore {
         if key.contains('\0') {
             return Ok(None);
         }
-        read(&self.conn().await?, ns, key).await
+        match &self.reads {
+            Some(reads) => reads.get(&self.pool, ns, key).await,
+            None => read(&self.conn().await?, ns, key).await,
+        }
     }
 
     async fn scan(&self, ns: &str, scan: &Scan<'_>) -> Result<ScanPage, StoreError> {

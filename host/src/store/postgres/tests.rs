@@ -706,6 +706,7 @@ async fn statements_plan_index_lookups_even_on_an_empty_table() {
             ("upsert", batch::UPSERT, 3),
             ("delete", batch::DELETE, 2),
             ("read", batch::READ, 2),
+            ("read_many", reads::READ_MANY, 2),
             ("add", ADD, 4),
         ];
         for (name, sql, params) in statements {
@@ -739,6 +740,69 @@ async fn generic_plan(
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     let lines: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
     lines.join("\n")
+}
+
+/// Concurrent reads share statements, and each caller gets its own key's
+/// value from its own namespace: absent keys, empty values, keys asked for
+/// many times at once and keys with unusual characters included.
+#[tokio::test]
+async fn concurrent_reads_share_statements_and_each_gets_its_own_value() {
+    with_database(|url| async move {
+        let store = Arc::new(PostgresStore::connect(&url, 4).await.unwrap());
+        let keys: Vec<String> = (0..40)
+            .map(|i| match i % 4 {
+                0 => format!("k{i}"),
+                1 => format!("ключ {i} ✓"),
+                2 => format!("k{i}/%_'\\"),
+                _ => format!("missing {i}"),
+            })
+            .collect();
+        let value = |ns: &str, key: &str| -> Option<Vec<u8>> {
+            match key {
+                k if k.starts_with("missing") => None,
+                "k0" => Some(Vec::new()),
+                k => Some(format!("{ns}={k}").into_bytes()),
+            }
+        };
+        for ns in ["a", "b"] {
+            let mut batch = WriteBatch::default();
+            for key in &keys {
+                if let Some(v) = value(ns, key) {
+                    batch.writes.insert(key.clone(), Some(v));
+                }
+            }
+            assert_eq!(store.commit(ns, batch).await, Ok(Commit::Done));
+        }
+        let tasks: Vec<_> = (0..400)
+            .map(|i| {
+                let store = store.clone();
+                // Every fifth read asks for the same key.
+                let key = if i % 5 == 0 {
+                    keys[1].clone()
+                } else {
+                    keys[i % keys.len()].clone()
+                };
+                let ns = if i % 2 == 0 { "a" } else { "b" };
+                tokio::spawn(async move { (ns, key.clone(), store.get(ns, &key).await.unwrap()) })
+            })
+            .collect();
+        for task in tasks {
+            let (ns, key, got) = task.await.unwrap();
+            assert_eq!(got, value(ns, &key), "{ns}/{key}");
+        }
+        let statements = store.reads.as_ref().unwrap().statements();
+        assert!(statements < 200, "400 reads took {statements} statements");
+        // Ungrouped (one round trip per operation), the answers are the same.
+        let store = PostgresStore::connect(&url, 1)
+            .await
+            .unwrap()
+            .with_max_group(1);
+        assert!(store.reads.is_none());
+        for key in &keys {
+            assert_eq!(store.get("b", key).await.unwrap(), value("b", key), "{key}");
+        }
+    })
+    .await;
 }
 
 /// Concurrent increments of one counter share statements, and each caller
