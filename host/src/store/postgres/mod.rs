@@ -57,6 +57,18 @@ const POOL_WAIT: Duration = Duration::from_secs(5);
 const SESSION_LIMITS: &str =
     "-c statement_timeout=30s -c lock_timeout=10s -c idle_in_transaction_session_timeout=60s";
 
+/// Set on every session at its start, before the URL's own `options`: each
+/// prepared statement runs its generic plan, planned once per connection,
+/// instead of being planned again at every execution. PostgreSQL's default
+/// keeps re-planning a statement whose custom plans look cheaper than its
+/// generic one, which every statement taking arrays does (it cannot see
+/// their length in a generic plan); under load that planning was a sixth
+/// of the database's CPU per write. Every statement berth prepares is
+/// written to plan well without seeing its parameters, and a test holds
+/// each generic plan to index lookups on an empty table
+/// (`tests::statements_plan_index_lookups_even_on_an_empty_table`).
+const SESSION_PLANS: &str = "-c plan_cache_mode=force_generic_plan";
+
 /// Set on every session after the URL's `options`, so nothing overrides it:
 /// a commit is acknowledged only once its WAL is flushed (and, with
 /// synchronous standbys, replicated), however the server or the database is
@@ -112,9 +124,9 @@ impl PostgresStore {
         let password = config.get_password().map(<[u8]>::to_vec);
         let options = match config.get_options() {
             Some(theirs) if !theirs.trim().is_empty() => {
-                format!("{SESSION_LIMITS} {theirs} {SESSION_DURABILITY}")
+                format!("{SESSION_LIMITS} {SESSION_PLANS} {theirs} {SESSION_DURABILITY}")
             }
-            _ => format!("{SESSION_LIMITS} {SESSION_DURABILITY}"),
+            _ => format!("{SESSION_LIMITS} {SESSION_PLANS} {SESSION_DURABILITY}"),
         };
         config.options(options);
         if config.get_application_name().is_none() {
@@ -410,40 +422,17 @@ impl Store for PostgresStore {
         let limit = i64::try_from(scan.limit).unwrap_or(i64::MAX);
         let budget = i64::try_from(scan.max_bytes).unwrap_or(i64::MAX);
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ns, &scan.prefix, &fetch];
-        let mut range = String::new();
         if let Some(after) = &after {
             params.push(after);
-            range.push_str(&format!(" AND key > ${}", params.len()));
         }
         if let Some(end) = &end {
             params.push(end);
-            range.push_str(&format!(" AND key < ${}", params.len()));
         }
-        let sql = if scan.values {
+        if scan.values {
             params.push(&limit);
             params.push(&budget);
-            let (limit, budget) = (params.len() - 1, params.len());
-            // The running byte count is computed on the server, and a value
-            // is sent only for a row that fits the page: the row that ends
-            // it (and the one past the limit) come back as a key and a size.
-            // `octet_length` reads a large value's size without its data.
-            format!(
-                "SELECT key, size, CASE WHEN n <= ${limit} AND (n = 1 OR total <= ${budget})
-                                   THEN value END
-                 FROM (SELECT key, value, octet_length(key) + octet_length(value) AS size,
-                              row_number() OVER w AS n,
-                              sum(octet_length(key) + octet_length(value)) OVER w AS total
-                       FROM kv WHERE ns = $1 AND key >= $2{range}
-                       WINDOW w AS (ORDER BY key ROWS UNBOUNDED PRECEDING)
-                       ORDER BY key LIMIT $3) AS page
-                 ORDER BY key"
-            )
-        } else {
-            format!(
-                "SELECT key, octet_length(key), NULL::bytea FROM kv
-                 WHERE ns = $1 AND key >= $2{range} ORDER BY key LIMIT $3"
-            )
-        };
+        }
+        let sql = scan_sql(after.is_some(), end.is_some(), scan.values);
         let conn = self.conn().await?;
         let stmt = prepared(&conn, &sql).await?;
         let rows = conn.query(&stmt, &params).await.map_err(store_error)?;
@@ -519,20 +508,7 @@ impl Outbox for PostgresStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let leased_until = now_ms.saturating_add(DELIVERY_LEASE_MS);
         let conn = self.conn().await?;
-        // `SKIP LOCKED`: rows another replica is claiming right now are
-        // left to it rather than waited for, so two claims never return
-        // the same delivery and never queue behind each other.
-        let stmt = prepared(
-            &conn,
-            &format!(
-                "UPDATE deliveries SET leased_until = $3
-                 WHERE id IN (SELECT id FROM deliveries
-                              WHERE NOT dead AND next_at <= $1 AND leased_until <= $1
-                              ORDER BY next_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
-                 RETURNING {DELIVERY_COLUMNS}, next_at"
-            ),
-        )
-        .await?;
+        let stmt = prepared(&conn, &claim_sql()).await?;
         let rows = conn
             .query(&stmt, &[&now_ms, &limit, &leased_until])
             .await
@@ -626,11 +602,7 @@ impl Outbox for PostgresStore {
             return Ok(false);
         }
         let conn = self.conn().await?;
-        let stmt = prepared(
-            &conn,
-            "SELECT EXISTS (SELECT 1 FROM applied WHERE ns = $1 AND event_id = $2)",
-        )
-        .await?;
+        let stmt = prepared(&conn, APPLIED).await?;
         let row = conn
             .query_one(&stmt, &[&ns, &event_id])
             .await
@@ -641,7 +613,7 @@ impl Outbox for PostgresStore {
     async fn prune_applied(&self, before_ms: i64) -> Result<u64, StoreError> {
         let outcome = async {
             let conn = self.conn().await?;
-            let stmt = prepared(&conn, "DELETE FROM applied WHERE at < $1").await?;
+            let stmt = prepared(&conn, PRUNE_APPLIED).await?;
             conn.execute(&stmt, &[&before_ms])
                 .await
                 .map_err(store_error)
@@ -649,6 +621,45 @@ impl Outbox for PostgresStore {
         .await;
         self.wrote(outcome)
     }
+}
+
+/// The statement for one page of a scan: `$1` the namespace, `$2` the
+/// prefix, `$3` the rows to fetch; then, in this order and only when
+/// present, the key to start after, the end of the prefix's range, and (for
+/// values) the page's row limit and byte budget.
+fn scan_sql(after: bool, end: bool, values: bool) -> String {
+    let mut range = String::new();
+    let mut n = 3;
+    if after {
+        n += 1;
+        range.push_str(&format!(" AND key > ${n}"));
+    }
+    if end {
+        n += 1;
+        range.push_str(&format!(" AND key < ${n}"));
+    }
+    if !values {
+        return format!(
+            "SELECT key, octet_length(key), NULL::bytea FROM kv
+             WHERE ns = $1 AND key >= $2{range} ORDER BY key LIMIT $3"
+        );
+    }
+    let (limit, budget) = (n + 1, n + 2);
+    // The running byte count is computed on the server, and a value is sent
+    // only for a row that fits the page: the row that ends it (and the one
+    // past the limit) come back as a key and a size. `octet_length` reads a
+    // large value's size without its data.
+    format!(
+        "SELECT key, size, CASE WHEN n <= ${limit} AND (n = 1 OR total <= ${budget})
+                           THEN value END
+         FROM (SELECT key, value, octet_length(key) + octet_length(value) AS size,
+                      row_number() OVER w AS n,
+                      sum(octet_length(key) + octet_length(value)) OVER w AS total
+               FROM kv WHERE ns = $1 AND key >= $2{range}
+               WINDOW w AS (ORDER BY key ROWS UNBOUNDED PRECEDING)
+               ORDER BY key LIMIT $3) AS page
+         ORDER BY key"
+    )
 }
 
 /// A statement from the connection's cache, prepared on first use.
@@ -670,6 +681,24 @@ fn refuse_nul<'a>(keys: impl IntoIterator<Item = &'a str>) -> Result<(), StoreEr
         None => Ok(()),
     }
 }
+
+/// Due deliveries, leased to the caller. `SKIP LOCKED`: rows another
+/// replica is claiming right now are left to it rather than waited for, so
+/// two claims never return the same delivery and never queue behind each
+/// other.
+fn claim_sql() -> String {
+    format!(
+        "UPDATE deliveries SET leased_until = $3
+         WHERE id IN (SELECT id FROM deliveries
+                      WHERE NOT dead AND next_at <= $1 AND leased_until <= $1
+                      ORDER BY next_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
+         RETURNING {DELIVERY_COLUMNS}, next_at"
+    )
+}
+
+const APPLIED: &str = "SELECT EXISTS (SELECT 1 FROM applied WHERE ns = $1 AND event_id = $2)";
+
+const PRUNE_APPLIED: &str = "DELETE FROM applied WHERE at < $1";
 
 const DELIVERY_COLUMNS: &str =
     "id, event_id, topic, payload, source, recipient, attempts, last_error";
