@@ -120,6 +120,8 @@ fn invalid_orders_get_400() {
             "unknown field `colour`",
         ),
         (r#"{"user_id": 1"#, "invalid JSON body"),
+        // serde would fill the fields in order from an array.
+        (r#"[1, 1]"#, "expected a JSON object"),
     ];
     for (body, needle) in cases {
         let reply = berth.post("/orders", body);

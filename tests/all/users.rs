@@ -123,6 +123,8 @@ fn invalid_bodies_get_400_with_the_reason() {
         (r#"{"name": "  "}"#, "`name` must not be empty"),
         (r#"{"name": "A", "age": 3}"#, "unknown field `age`"),
         (r#"[1, 2]"#, "invalid JSON body"),
+        // serde would fill the fields in order from an array: id 5, "Ann".
+        (r#" [5, "Ann"]"#, "expected a JSON object"),
     ];
     for (body, needle) in cases {
         let reply = berth.post("/users", body);

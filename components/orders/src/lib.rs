@@ -328,7 +328,7 @@ fn get(id: u64) -> Result<Response> {
 }
 
 fn create(request: &Request) -> Result<Response> {
-    let input: OrderInput = request.json()?;
+    let input: OrderInput = request.json_object()?;
     let user_id = match input.user_id {
         None => return Err(http::error(400, "missing field `user_id`")),
         Some(uid) => http::check_id_field("user_id", uid)?,
@@ -368,7 +368,7 @@ fn create(request: &Request) -> Result<Response> {
 }
 
 fn patch(id: u64, request: &Request) -> Result<Response> {
-    let input: OrderInput = request.json()?;
+    let input: OrderInput = request.json_object()?;
     if input.id.is_some() {
         return Err(http::error(
             400,

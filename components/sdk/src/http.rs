@@ -154,6 +154,21 @@ impl Request {
         serde_json::from_slice(&self.body)
             .map_err(|e| error(400, &format!("invalid JSON body: {e}")))
     }
+
+    /// [`json`](Self::json) for a body that must be one JSON object, as a
+    /// struct's fields are sent. serde also fills a struct from an array of
+    /// its fields in order (`[5, "Ann"]`), which no client of a JSON API
+    /// means to send: that is answered 400 too.
+    pub fn json_object<T: DeserializeOwned>(&self) -> Result<T> {
+        let value = self.json()?;
+        match self.body.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => Ok(value),
+            _ => Err(error(
+                400,
+                "invalid JSON body: expected a JSON object, got an array",
+            )),
+        }
+    }
 }
 
 fn is_json(content_type: &str) -> bool {

@@ -113,7 +113,7 @@ fn get(id: u64) -> Result<Response> {
 }
 
 fn create(request: &Request) -> Result<Response> {
-    let input: UserInput = request.json()?;
+    let input: UserInput = request.json_object()?;
     let name = input.name()?;
     let user = match input.id {
         Some(0) => return Err(http::error(400, "field `id` must be a positive integer")),
@@ -139,7 +139,7 @@ fn create(request: &Request) -> Result<Response> {
 }
 
 fn update(id: u64, request: &Request) -> Result<Response> {
-    let input: UserInput = request.json()?;
+    let input: UserInput = request.json_object()?;
     if input.id.is_some() {
         return Err(http::error(
             400,

@@ -68,7 +68,7 @@ fn list(request: &Request) -> Result<Response> {
 }
 
 fn create(request: &Request) -> Result<Response> {
-    let input: NewItem = request.json()?;
+    let input: NewItem = request.json_object()?;
     let name = input.name.trim();
     if name.is_empty() {
         return Err(http::error(400, "field `name` must not be empty"));
