@@ -131,6 +131,21 @@ impl Request {
         serde_json::from_slice(&self.body)
             .map_err(|e| error(400, &format!("invalid JSON body: {e}")))
     }
+
+    /// [`json`](Self::json) for a body that must be one JSON object: serde
+    /// also fills a struct from an array of its fields in order
+    /// (`[5, "Ann"]`), which no client of a JSON API means to send, so that
+    /// is answered 400 as well (in the same words as Berth's SDK).
+    pub fn json_object<T: DeserializeOwned>(&self) -> Result<T> {
+        let value = self.json()?;
+        match self.body.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => Ok(value),
+            _ => Err(error(
+                400,
+                "invalid JSON body: expected a JSON object, got an array",
+            )),
+        }
+    }
 }
 
 /// The whole request body. A body the host cut off (over its limit, or

@@ -97,7 +97,7 @@ struct UserInput {
 }
 
 fn create(request: &Request) -> Result<Reply> {
-    let input: UserInput = request.json()?;
+    let input: UserInput = request.json_object()?;
     let name = match input.name.as_deref().map(str::trim) {
         None => return Err(http::error(400, "missing field `name`")),
         Some("") => return Err(http::error(400, "field `name` must not be empty")),
