@@ -38,6 +38,8 @@ pub struct Invocation {
     pub(crate) env: CallEnv,
     /// When this call must end: the sooner of its own timeout and the caller's.
     pub(crate) deadline: Instant,
+    /// When the guest's current turn on its thread began (`runtime::on_tick`).
+    pub(crate) turn_began: Instant,
     /// Events published so far, committed with the key-value writes.
     pub(crate) events: Vec<NewEvent>,
     pub(crate) limits: StoreLimits,
@@ -61,6 +63,7 @@ impl Invocation {
             component,
             env,
             deadline,
+            turn_began: Instant::now(),
             events: Vec::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(max_memory_bytes)
@@ -94,6 +97,7 @@ impl Invocation {
         self.kv = KvTxn::new(env.store.clone(), self.component.clone());
         self.env = env;
         self.deadline = deadline;
+        self.turn_began = Instant::now();
         self.events.clear();
         if let Some((_, stderr)) = &self.wasi {
             stderr.clear();

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::oneshot;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
 use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -271,16 +271,16 @@ impl HttpComponent {
         let data = HttpInvocation::new(self.name.clone(), env, deadline, limits);
         let mut store = Store::new(&self.engine, data);
         store.limiter(|s| &mut s.limits);
-        // As for `berth:service` calls: yield at every tick through tokio's
-        // `yield_now`, so a busy guest shares its thread, and stop it at
-        // its deadline.
+        // As for `berth:service` calls: a busy guest yields at every tick,
+        // so it shares its thread, and is stopped at its deadline.
+        let mut turn_began = Instant::now();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
-            })
+            Ok(crate::runtime::on_tick(
+                Instant::now(),
+                deadline,
+                &mut turn_began,
+            ))
         });
         store
     }
