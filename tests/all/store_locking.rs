@@ -12,6 +12,7 @@ fn writes_wait_for_the_lock_instead_of_failing_with_database_is_locked() {
     const WRITERS: usize = 8;
     const WRITES_EACH: usize = 500;
     const LIMIT: Duration = Duration::from_secs(120);
+    const MIN_HELD: usize = 100;
     let dir = data_dir();
     let berth = Berth::start(dir.path());
     let addr = berth.addr;
@@ -22,15 +23,19 @@ fn writes_wait_for_the_lock_instead_of_failing_with_database_is_locked() {
     // server's commits must wait for it, not fail.
     let started = Instant::now();
     let writing = Arc::new(AtomicUsize::new(WRITERS));
+    // How often the side connection has held the lock: the writers go on
+    // past their quota until it has held it often enough to have met
+    // their commits, however fast they are.
+    let held = Arc::new(AtomicUsize::new(0));
     let side = {
         let writing = writing.clone();
+        let held = held.clone();
         let db = dir.path().join("berth.db");
         std::thread::spawn(move || {
             let mut conn = rusqlite::Connection::open(db).unwrap();
             // Take the lock whenever it is free, rather than queueing
             // behind the server's busy writer.
             conn.busy_timeout(Duration::ZERO).unwrap();
-            let mut held = 0;
             while writing.load(Ordering::Relaxed) > 0 && started.elapsed() < LIMIT {
                 let Ok(tx) =
                     conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -40,20 +45,21 @@ fn writes_wait_for_the_lock_instead_of_failing_with_database_is_locked() {
                 };
                 std::thread::sleep(Duration::from_millis(1));
                 tx.commit().unwrap();
-                held += 1;
+                held.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(4));
             }
-            held
         })
     };
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
             let writing = writing.clone();
+            let held = held.clone();
             std::thread::spawn(move || {
                 let mut failures = Vec::new();
                 let mut done = 0;
-                for i in 0..WRITES_EACH {
-                    if started.elapsed() > LIMIT {
+                for i in 0.. {
+                    let enough = i >= WRITES_EACH && held.load(Ordering::Relaxed) > MIN_HELD;
+                    if enough || started.elapsed() > LIMIT {
                         break;
                     }
                     let body = format!(r#"{{"name":"w{w}-{i}"}}"#);
@@ -85,7 +91,8 @@ fn writes_wait_for_the_lock_instead_of_failing_with_database_is_locked() {
         done += n;
         failures.extend(f);
     }
-    let held = side.join().unwrap();
+    side.join().unwrap();
+    let held = held.load(Ordering::Relaxed);
     let locked = failures
         .iter()
         .filter(|f| f.contains("database is locked"))
@@ -96,13 +103,8 @@ fn writes_wait_for_the_lock_instead_of_failing_with_database_is_locked() {
         failures.len(),
         failures.first()
     );
-    assert_eq!(
-        done,
-        WRITERS * WRITES_EACH,
-        "the load did not finish within {LIMIT:?}"
-    );
     assert!(
-        held > 100,
-        "the side connection took the lock only {held} times"
+        done >= WRITERS * WRITES_EACH && held > MIN_HELD,
+        "the load did not finish within {LIMIT:?}: {done} writes, the side connection held the lock {held} times"
     );
 }
