@@ -338,6 +338,11 @@ impl TestComponent {
         self.store.put(&self.name, key, value.as_ref());
     }
 
+    /// Remove `key`, between requests, as another writer might.
+    pub fn kv_delete(&self, key: &str) {
+        self.store.remove(&self.name, key);
+    }
+
     /// Store `value` as JSON under `key`.
     pub fn kv_set_json(&self, key: &str, value: &impl Serialize) {
         self.kv_set(key, serde_json::to_vec(value).expect("serialisable value"));

@@ -37,6 +37,12 @@ pub struct Page<T> {
     pub next: Option<u64>,
 }
 
+thread_local! {
+    /// The collections whose seeding marker this instance has found.
+    static SEEN_SEEDED: std::cell::RefCell<Vec<&'static str>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A named set of JSON records addressed by positive 64-bit ids.
 #[derive(Debug, Clone, Copy)]
 pub struct Collection {
@@ -189,9 +195,20 @@ impl Collection {
 
     /// Store `records` once, the first time any request sees this collection.
     /// A deleted sample record stays deleted: a marker remembers the seeding.
+    ///
+    /// The marker is never removed, so an instance that has found it once
+    /// remembers that and skips the read on its later calls: a component
+    /// with `reuse` in its manifest saves a store read per call. (A fresh
+    /// instance per call starts with nothing remembered, and reads it.)
     pub fn seed<T: Serialize>(&self, records: &[(u64, T)]) -> Result<()> {
+        if SEEN_SEEDED.with_borrow(|seen| seen.contains(&self.name)) {
+            return Ok(());
+        }
         let marker = format!("meta/{}/seeded", self.name);
         if kv::get(&marker).map_err(store_error)?.is_some() {
+            // Only a marker found, never one this call wrote: the call's
+            // writes may yet fail to commit, and the seeding with them.
+            SEEN_SEEDED.with_borrow_mut(|seen| seen.push(self.name));
             return Ok(());
         }
         // `insert` is re-checked at commit, so two first requests racing

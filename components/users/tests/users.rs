@@ -26,6 +26,34 @@ fn seeds_the_sample_users_once() {
 }
 
 #[test]
+fn a_reused_instance_remembers_a_seeding_it_found_but_not_one_it_wrote() {
+    // With reuse, the SDK skips the marker read once an instance has found
+    // the marker. Deleting it behind the instance's back shows which calls
+    // read it.
+    let users = users().with_reuse(10).unwrap();
+    let names = |reply: berth_test::TestResponse| -> Vec<String> {
+        let list = reply.json();
+        let list = list.as_array().expect("a JSON array");
+        list.iter()
+            .map(|u| u["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(users.get("/users").send().unwrap()), ["John", "Jane"]);
+    // The first call wrote the marker, which its commit might have lost:
+    // not remembered, so the next call reads it, finds it gone and seeds.
+    users.kv_delete("meta/user/seeded");
+    users.kv_delete("user/00000000000000000001");
+    assert_eq!(names(users.get("/users").send().unwrap()), ["John", "Jane"]);
+    // That call wrote it again; this one finds it, and the instance
+    // remembers: it no longer reads the marker, so it does not seed again.
+    assert_eq!(names(users.get("/users").send().unwrap()), ["John", "Jane"]);
+    users.kv_delete("meta/user/seeded");
+    users.kv_delete("user/00000000000000000001");
+    assert_eq!(names(users.get("/users").send().unwrap()), ["Jane"]);
+    assert_eq!(users.kv_get("meta/user/seeded"), None);
+}
+
+#[test]
 fn allocates_increasing_ids_past_the_samples() {
     let users = users();
     for (name, id) in [("Ann", 3), ("Bob", 4), ("Cy", 5)] {

@@ -67,6 +67,11 @@ impl MemoryStore {
             .insert((ns.to_string(), key.to_string()), value.to_vec());
     }
 
+    /// Remove a key directly, outside any request (for tests).
+    pub fn remove(&self, ns: &str, key: &str) {
+        self.data().remove(&(ns.to_string(), key.to_string()));
+    }
+
     /// Publish `event` outside any request, as a committed batch would,
     /// and return its deliveries (for tests that deliver by hand).
     pub fn enqueue(&self, event: NewEvent) -> Vec<Delivery> {
