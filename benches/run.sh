@@ -94,7 +94,14 @@ setup() {
     BERTH=${BERTH_BIN:-$ROOT/target/$PROFILE/berth}
     NATIVE=$ROOT/target/$PROFILE/native-baseline
     FLOOR=$ROOT/target/$PROFILE/instance-floor
-    GUESTS=$ROOT/$(dirname "$(ls -t target/"$PROFILE"/build/berth-*/out/guest-target/wasm32-wasip2/release/fixed.wasm | head -1)")
+    # The test guests (fixed, misbehave) build into the guest target
+    # directory of Berth's build script, as the tests build them, so a
+    # fresh checkout can run the harness before the tests.
+    local guest_target
+    guest_target=$(ls -td target/"$PROFILE"/build/berth-*/out/guest-target | head -1)
+    (cd components && CARGO_TARGET_DIR= cargo build --release --locked -q --workspace \
+        --target wasm32-wasip2 --target-dir "$ROOT/$guest_target")
+    GUESTS=$ROOT/$guest_target/wasm32-wasip2/release
     (cd benches/wasi-http-fixed &&
         CARGO_TARGET_DIR=$BENCH_CACHE/target cargo build --release --locked -q --target wasm32-wasip2)
     WASI_HTTP=$BENCH_CACHE/target/wasm32-wasip2/release/wasi_http_fixed.wasm
