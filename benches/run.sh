@@ -99,7 +99,7 @@ setup() {
     # fresh checkout can run the harness before the tests.
     local guest_target
     guest_target=$(ls -td target/"$PROFILE"/build/berth-*/out/guest-target | head -1)
-    (cd components && CARGO_TARGET_DIR= cargo build --release --locked -q --workspace \
+    (cd components && cargo build --release --locked -q --workspace \
         --target wasm32-wasip2 --target-dir "$ROOT/$guest_target")
     GUESTS=$ROOT/$guest_target/wasm32-wasip2/release
     (cd benches/wasi-http-fixed &&
