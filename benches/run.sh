@@ -35,6 +35,13 @@
 #   PROFILE      the cargo profile to build and measure          [dist]
 #   ONLY         run only these servers, e.g. "berth native"     [all]
 #
+# Tails: beside every measured run a stall probe (benches/native, bin
+# stall-probe) sleeps 1 ms at a time on each core, real-time, and the row
+# says how often each core was taken away for 2 ms or more and the longest
+# such stall; Berth's rows also give its own handling time (p99.9, max)
+# from its request log. A tail that wrk sees but Berth did not spend, at a
+# moment the probe could not run either, was the machine's.
+#
 # Pinning: every server runs under `taskset -c 0` and wrk under `taskset -c 1`
 # with one thread, so each server gets exactly one core and the load
 # generator never competes with it. Servers bind 127.0.0.1 only; every wait
@@ -94,6 +101,12 @@ setup() {
     BERTH=${BERTH_BIN:-$ROOT/target/$PROFILE/berth}
     NATIVE=$ROOT/target/$PROFILE/native-baseline
     FLOOR=$ROOT/target/$PROFILE/instance-floor
+    STALL_PROBE=$ROOT/target/$PROFILE/stall-probe
+    # The stall probe runs real-time where it may (as root), so neither
+    # the server nor wrk can delay it; elsewhere it runs as an ordinary
+    # thread and its stalls include theirs.
+    PROBE_RT=""
+    if chrt -f 50 true 2>/dev/null; then PROBE_RT="chrt -f 50"; fi
     # The test guests (fixed, misbehave) build into the guest target
     # directory of Berth's build script, as the tests build them, so a
     # fresh checkout can run the harness before the tests.
@@ -185,6 +198,11 @@ start_server() {
     local name=$1 probe=$2 cmd
     PORT=$((PORT + 1))
     cmd=$(server_cmd "$name" "$PORT") || return 1
+    # A server left over from an interrupted run would answer for this one.
+    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+        log "$name: port $PORT is already taken (a server left from an earlier run?); skipped"
+        return 1
+    fi
     # shellcheck disable=SC2086
     taskset -c 0 $cmd > "$WORK/$name-$PORT.out" 2> "$WORK/$name-$PORT.err" &
     SERVER_PID=$!
@@ -211,6 +229,40 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
 
+# The stall probe on each core for the measured run, in the background;
+# prints the files its results go to.
+start_probes() {
+    local core out
+    for core in 0 1; do
+        out=$WORK/stalls-$core-$PORT
+        # shellcheck disable=SC2086
+        timeout $((DURATION + 30)) taskset -c "$core" $PROBE_RT "$STALL_PROBE" --seconds "$DURATION" \
+            --label "core$core" > "$out" 2>&1 &
+        printf '%s ' "$out"
+    done
+}
+
+# Wait for the probes whose files are $1, and print their stalls as
+# `stalls0=N max0_us=X stalls1=N max1_us=X`.
+probe_results() {
+    local out core=0
+    for out in $1; do
+        for _ in $(seq 300); do grep -q '^STALLS' "$out" 2>/dev/null && break; sleep 0.1; done
+        printf 'stalls%d=%s max%d_us=%s ' "$core" "$(field stalls "$(grep '^STALLS' "$out")")" \
+            "$core" "$(field max_us "$(grep '^STALLS' "$out")")"
+        core=$((core + 1))
+    done
+}
+
+# Berth's own handling time over the measured run, from its request log
+# ($1) past byte $2: `own_p999_us=N own_max_us=N` (nothing for other servers).
+in_server() {
+    tail -c +"$(($2 + 1))" "$1" | grep -a ' request: request ' | grep -ao 'duration_us=[0-9]*' |
+        cut -d= -f2 | sort -n | awk '{ d[NR] = $1 } END {
+            i = int(NR * 0.999); if (i < 1) i = 1
+            if (NR > 0) printf "own_p999_us=%d own_max_us=%d", d[i], d[NR] }'
+}
+
 # One workload: a table row per server.
 # $1 workload, $2 script, then NAME:PATH pairs (the first is Berth).
 workload() {
@@ -223,10 +275,13 @@ workload() {
             rows+=("$name|skipped"); continue
         fi
         load "$WARMUP" "$path" "$script" > /dev/null
-        local cpu_before cpu_after
+        local cpu_before cpu_after log_from probes
         cpu_before=$(cpu_ticks "$SERVER_PID")
+        log_from=$(stat -c %s "$WORK/$name-$PORT.err")
+        probes=$(start_probes)
         result=$(load "$DURATION" "$path" "$script")
         cpu_after=$(cpu_ticks "$SERVER_PID")
+        result="$result $(probe_results "$probes") $(in_server "$WORK/$name-$PORT.err" "$log_from" || true)"
         stop_server
         # The server's CPU time over the measured run, as a share of its one core.
         result="$result cpu_pct=$(awk -v a="$cpu_before" -v b="$cpu_after" -v t="$(getconf CLK_TCK)" \
@@ -241,23 +296,28 @@ workload() {
     echo
     echo "### $title"
     echo
-    echo "| server | req/s | p50 | p99 | errors | non-2xx | server CPU | req/s vs native | p99 vs native | req/s vs wasmtime serve (same mode) |"
-    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    echo "| server | req/s | p50 | p99 | errors | non-2xx | server CPU | req/s vs native | p99 vs native | req/s vs wasmtime serve (same mode) | in-server p99.9, max | cores stalled ≥ 2 ms: server's, wrk's (longest) |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     local row rps p50 p99 same_mode
     for row in "${rows[@]}"; do
         name=${row%%|*} result=${row#*|}
         # Reusing servers are compared with wasmtime serve reusing too.
         case $name in *-reuse) same_mode=$wasmtime_reuse_rps ;; *) same_mode=$wasmtime_rps ;; esac
         if [ "$result" = skipped ] || [ "$result" = "RESULT failed" ]; then
-            echo "| $name | $result | | | | | | | | |"; continue
+            echo "| $name | $result | | | | | | | | | | |"; continue
         fi
         rps=$(field rps "$result") p50=$(field p50_us "$result") p99=$(field p99_us "$result")
         awk -v n="$name" -v r="$rps" -v a="$p50" -v b="$p99" \
             -v e="$(field errors "$result")" -v x="$(field non2xx "$result")" -v c="$(field cpu_pct "$result")" \
-            -v nr="$native_rps" -v np="$native_p99" -v wr="$same_mode" 'BEGIN {
-            printf "| %s | %.0f | %.2f ms | %.2f ms | %d | %d | %d %% | %s | %s | %s |\n", n, r, a/1000, b/1000, e, x, c,
+            -v nr="$native_rps" -v np="$native_p99" -v wr="$same_mode" \
+            -v o9="$(field own_p999_us "$result")" -v om="$(field own_max_us "$result")" \
+            -v s0="$(field stalls0 "$result")" -v m0="$(field max0_us "$result")" \
+            -v s1="$(field stalls1 "$result")" -v m1="$(field max1_us "$result")" 'BEGIN {
+            printf "| %s | %.0f | %.2f ms | %.2f ms | %d | %d | %d %% | %s | %s | %s | %s | %s |\n", n, r, a/1000, b/1000, e, x, c,
                 (nr > 0 ? sprintf("%.2f", r/nr) : "-"), (np > 0 ? sprintf("%.2f", b/np) : "-"),
-                (wr > 0 ? sprintf("%.2f", r/wr) : "-") }'
+                (wr > 0 ? sprintf("%.2f", r/wr) : "-"),
+                (om != "" ? sprintf("%.2f, %.2f ms", o9/1000, om/1000) : "-"),
+                (s0 != "" ? sprintf("%d, %d (%.1f, %.1f ms)", s0, s1, m0/1000, m1/1000) : "-") }'
     done
 }
 
