@@ -34,6 +34,8 @@
 #   BERTH_BIN    another berth binary to measure (an experiment's build)
 #   PROFILE      the cargo profile to build and measure          [dist]
 #   ONLY         run only these servers, e.g. "berth native"     [all]
+#   KEEP_LOGS    a directory to copy every server's output and the
+#                stall probes' results into at the end, to study a tail  []
 #
 # Tails: beside every measured run a stall probe (benches/native, bin
 # stall-probe) sleeps 1 ms at a time on each core, real-time, and the row
@@ -86,7 +88,12 @@ stop_mq() {
     "$ROOT/tests/rabbitmq/broker.sh" stop "$MQ_DIR" >/dev/null 2>&1 || true
     rm -rf "$MQ_DIR"
 }
-trap 'stop_server; stop_pg; stop_mq; rm -rf "$WORK"' EXIT
+KEEP_LOGS=${KEEP_LOGS:-}
+keep_logs() {
+    [ -n "$KEEP_LOGS" ] || return 0
+    mkdir -p "$KEEP_LOGS" && cp "$WORK"/*.err "$WORK"/*.out "$WORK"/stalls-* "$KEEP_LOGS"/ 2>/dev/null || true
+}
+trap 'stop_server; stop_pg; stop_mq; keep_logs; rm -rf "$WORK"' EXIT
 trap 'exit 130' INT TERM
 
 log() { printf '%s\n' "$*" >&2; }
@@ -237,7 +244,7 @@ start_probes() {
         out=$WORK/stalls-$core-$PORT
         # shellcheck disable=SC2086
         timeout $((DURATION + 30)) taskset -c "$core" $PROBE_RT "$STALL_PROBE" --seconds "$DURATION" \
-            --label "core$core" > "$out" 2>&1 &
+            --label "core$core" ${KEEP_LOGS:+--log "$out.log"} > "$out" 2>&1 &
         printf '%s ' "$out"
     done
 }

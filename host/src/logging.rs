@@ -1,20 +1,28 @@
 //! Where log lines go: stderr, through a buffer that a background thread
 //! writes out every [`FLUSH_EVERY`]. A request's log line costs a copy into
 //! memory, not a system call, and wakes no thread; the write itself happens
-//! outside the lock, so no request waits on stderr. The price: a process
-//! killed with SIGKILL may lose its last lines (one flush interval's worth);
-//! a normal exit writes everything.
+//! on the background thread, outside the lock, so no request waits on it. The
+//! price: a process killed with SIGKILL may lose its last lines (one flush
+//! interval's worth); a normal exit writes everything.
+//!
+//! Nor does a request wait when stderr stops taking lines (a log shipper
+//! that stalls, a pipe nobody reads, a disk that is slow to take the write):
+//! once [`MAX_BUFFERED`] bytes wait, further lines are dropped and counted,
+//! the count is logged as a warning when stderr takes lines again, and
+//! `berth_log_lines_dropped_total` holds the total. Writing them from the
+//! request's thread instead, as this module once did, stopped every request
+//! behind the stuck write: the server stopped answering.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long a log line may wait in the buffer.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
-/// Past this many buffered bytes, the thread that logs writes them itself,
-/// so a flood of lines cannot grow the buffer without bound.
-const MAX_BUFFERED: usize = 1024 * 1024;
+/// At most this many bytes wait to be written; lines past it are dropped.
+pub const MAX_BUFFERED: usize = 1024 * 1024;
 
 /// Buffered stderr, shared by every thread that logs.
 #[derive(Clone)]
@@ -24,18 +32,17 @@ struct Shared {
     lines: Mutex<Vec<u8>>,
     /// Held while writing to stderr, so buffers go out in the order they filled.
     out: Mutex<()>,
+    /// Lines refused because the buffer was full, not yet reported.
+    dropped: AtomicU64,
 }
 
 impl BufferedStderr {
     /// The buffer, and the thread that writes it out.
     pub fn start() -> BufferedStderr {
-        let shared = BufferedStderr(Arc::new(Shared {
-            lines: Mutex::new(Vec::with_capacity(64 * 1024)),
-            out: Mutex::new(()),
-        }));
+        let shared = BufferedStderr::unstarted();
         let flusher = shared.clone();
-        // If the thread cannot start, lines still go out when the buffer
-        // fills and at exit.
+        // If the thread cannot start, lines still go out at exit (and the
+        // rest, past the buffer, are counted as dropped).
         let _ = std::thread::Builder::new()
             .name("berth-log".into())
             .spawn(move || {
@@ -43,9 +50,33 @@ impl BufferedStderr {
                 loop {
                     std::thread::sleep(FLUSH_EVERY);
                     flusher.write_out(&mut spare);
+                    flusher.report_dropped();
                 }
             });
         shared
+    }
+
+    /// The buffer alone, with no thread writing it out.
+    fn unstarted() -> BufferedStderr {
+        BufferedStderr(Arc::new(Shared {
+            lines: Mutex::new(Vec::with_capacity(64 * 1024)),
+            out: Mutex::new(()),
+            dropped: AtomicU64::new(0),
+        }))
+    }
+
+    /// Log, once stderr has taken what was buffered, how many lines were
+    /// dropped meanwhile. The warning goes through this same buffer.
+    fn report_dropped(&self) {
+        let dropped = self.0.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            crate::metrics::metrics().log_lines_dropped.inc_by(dropped);
+            tracing::warn!(
+                dropped,
+                "log lines dropped: stderr took lines more slowly than they came, and {} KiB were waiting",
+                MAX_BUFFERED / 1024
+            );
+        }
     }
 
     /// Write out whatever is buffered.
@@ -95,16 +126,16 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BufferedStderr {
 }
 
 impl BufferedStderr {
-    /// Append one whole line (or several) to the buffer.
+    /// Append one whole line (or several) to the buffer, or count it as
+    /// dropped if the buffer is full. Never writes, so never blocks on stderr.
     fn push(&self, line: &[u8]) {
-        let full = {
-            let mut buffer = self.lock();
-            buffer.extend_from_slice(line);
-            buffer.len() >= MAX_BUFFERED
-        };
-        if full {
-            self.flush_now();
+        let mut buffer = self.lock();
+        if buffer.len() + line.len() > MAX_BUFFERED {
+            drop(buffer);
+            self.0.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
         }
+        buffer.extend_from_slice(line);
     }
 }
 
@@ -354,6 +385,25 @@ mod tests {
 
     fn at(secs: u64, micros: u32) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(u64::from(micros))
+    }
+
+    #[test]
+    fn a_full_buffer_drops_and_counts_lines_instead_of_writing_them() {
+        let out = BufferedStderr::unstarted();
+        let line = [b'x'; 100];
+        let fit = MAX_BUFFERED / line.len();
+        for _ in 0..fit + 250 {
+            out.push(&line);
+        }
+        assert_eq!(out.lock().len(), fit * line.len());
+        assert_eq!(out.0.dropped.load(Ordering::Relaxed), 250);
+        // Once the buffer is taken (written out), lines fit again, and the
+        // report resets the count.
+        std::mem::take(&mut *out.lock());
+        out.push(&line);
+        assert_eq!(out.lock().len(), line.len());
+        out.report_dropped();
+        assert_eq!(out.0.dropped.load(Ordering::Relaxed), 0);
     }
 
     #[test]

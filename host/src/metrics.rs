@@ -95,6 +95,8 @@ pub struct Metrics {
     /// Calls of a component with `reuse` set that instantiated afresh.
     pub reuse_misses: Family<ComponentLabels, Counter>,
     pub reuse_idle: Family<ComponentLabels, Gauge>,
+    /// Log lines dropped because stderr did not take them fast enough.
+    pub log_lines_dropped: Counter,
 }
 
 /// Every kind of key-value operation the `kv` capability times; each has
@@ -147,6 +149,7 @@ impl Metrics {
             reuse_hits: Family::default(),
             reuse_misses: Family::default(),
             reuse_idle: Family::default(),
+            log_lines_dropped: Counter::default(),
             registry: Registry::default(),
         };
         for op in KV_OPS {
@@ -242,6 +245,11 @@ impl Metrics {
             "reuse_idle_instances",
             "Instances kept idle for reuse, by component",
             metrics.reuse_idle.clone(),
+        );
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because stderr took them more slowly than they came",
+            metrics.log_lines_dropped.clone(),
         );
         Metrics {
             registry,

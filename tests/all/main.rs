@@ -17,6 +17,7 @@ mod http;
 mod isolation;
 mod limits;
 mod lists;
+mod logs;
 mod obs_flags;
 mod obs_pool;
 mod obs_watch;

@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -31,12 +31,18 @@ impl Berth {
 
     /// Serve with extra command-line arguments.
     pub fn start_with(data: &Path, args: &[&str]) -> Berth {
+        Berth::serve(data, args, Stdio::inherit())
+    }
+
+    /// `berth serve` on port 0 with `stderr`, once it says it is listening.
+    fn serve(data: &Path, args: &[&str], stderr: Stdio) -> Berth {
         let mut child = Command::new(BERTH)
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .args(args)
+            .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawning berth");
         let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
@@ -245,6 +251,14 @@ impl Logs {
 }
 
 impl Berth {
+    /// Like [`Berth::start_with`], with the server's stderr a pipe that this
+    /// side holds open and does not read until the test chooses to.
+    pub fn start_with_stderr_unread(data: &Path, args: &[&str]) -> (Berth, ChildStderr) {
+        let mut berth = Berth::serve(data, args, Stdio::piped());
+        let stderr = berth.child.stderr.take().expect("piped stderr");
+        (berth, stderr)
+    }
+
     /// Like [`Berth::start_with`], with extra environment variables and the
     /// server's stderr captured (and still echoed) so a test can read its log.
     pub fn start_logged(data: &Path, args: &[&str], env: &[(&str, &str)]) -> (Berth, Logs) {
