@@ -252,11 +252,11 @@ start_probes() {
 # Wait for the probes whose files are $1, and print their stalls as
 # `stalls0=N max0_us=X stalls1=N max1_us=X`.
 probe_results() {
-    local out core=0
+    local out line core=0
     for out in $1; do
         for _ in $(seq 300); do grep -q '^STALLS' "$out" 2>/dev/null && break; sleep 0.1; done
-        printf 'stalls%d=%s max%d_us=%s ' "$core" "$(field stalls "$(grep '^STALLS' "$out")")" \
-            "$core" "$(field max_us "$(grep '^STALLS' "$out")")"
+        line=$(grep '^STALLS' "$out" || true)
+        printf 'stalls%d=%s max%d_us=%s ' "$core" "$(field stalls "$line")" "$core" "$(field max_us "$line")"
         core=$((core + 1))
     done
 }

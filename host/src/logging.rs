@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
 /// At most this many bytes wait to be written; lines past it are dropped.
-pub const MAX_BUFFERED: usize = 1024 * 1024;
+const MAX_BUFFERED: usize = 1024 * 1024;
 
 /// Buffered stderr, shared by every thread that logs.
 #[derive(Clone)]

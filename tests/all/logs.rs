@@ -1,43 +1,10 @@
 //! The log writer under a stderr that stops taking lines: requests must go
 //! on being answered, and the lines that did not fit are counted.
 
-use crate::support::{Berth, Logs, data_dir};
-use std::io::{BufRead, BufReader, Read, Write};
+use crate::support::{Berth, Logs, data_dir, get_kept_alive};
+use std::io::BufReader;
 use std::net::TcpStream;
 use std::time::Duration;
-
-/// One GET on a kept-alive connection; the status code, or why there is none.
-fn get(reader: &mut BufReader<TcpStream>, path: &str) -> Result<u16, String> {
-    let request = format!("GET {path} HTTP/1.1\r\nhost: berth\r\n\r\n");
-    reader
-        .get_mut()
-        .write_all(request.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let mut status = String::new();
-    reader.read_line(&mut status).map_err(|e| e.to_string())?;
-    let code = status
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no status line: {status:?}"))?;
-    let mut length = 0;
-    loop {
-        let mut header = String::new();
-        reader.read_line(&mut header).map_err(|e| e.to_string())?;
-        let header = header.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().map_err(|_| "bad content-length")?;
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).map_err(|e| e.to_string())?;
-    Ok(code)
-}
 
 #[test]
 fn a_stderr_that_takes_nothing_drops_log_lines_but_every_request_is_answered() {
@@ -52,8 +19,8 @@ fn a_stderr_that_takes_nothing_drops_log_lines_but_every_request_is_answered() {
     // Each request logs a line of about 150 bytes: 12,000 of them are more
     // than the pipe (64 KiB) and the log buffer (1 MiB) can hold together.
     for i in 0..12_000 {
-        match get(&mut reader, "/users/1") {
-            Ok(200) => {}
+        match get_kept_alive(&mut reader, "/users/1") {
+            Ok(reply) if reply.status == 200 => {}
             other => panic!("request {i} with stderr not read: {other:?}"),
         }
     }
@@ -77,5 +44,8 @@ fn a_stderr_that_takes_nothing_drops_log_lines_but_every_request_is_answered() {
         .unwrap_or_else(|| panic!("no berth_log_lines_dropped_total in:\n{metrics}"));
     assert!(dropped > 0, "dropped lines counted: {dropped}");
     // And the server still answers, and logs, normally.
-    assert_eq!(get(&mut reader, "/users/1"), Ok(200));
+    assert_eq!(
+        get_kept_alive(&mut reader, "/users/1").map(|r| r.status),
+        Ok(200)
+    );
 }

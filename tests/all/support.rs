@@ -297,6 +297,39 @@ pub fn request_at(
     )
 }
 
+/// One `GET path` on a kept-alive connection, read to the end of its body
+/// (by `content-length`), so the next request can follow on the same one.
+pub fn get_kept_alive(conn: &mut BufReader<TcpStream>, path: &str) -> Result<Reply, String> {
+    conn.get_mut()
+        .write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
+    let mut head = Vec::new();
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        conn.read_line(&mut line)
+            .map_err(|e| format!("read: {e}"))?;
+        if line.is_empty() {
+            return Err("connection closed before the end of the headers".into());
+        }
+        head.extend_from_slice(line.as_bytes());
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().map_err(|_| "bad content-length")?;
+        }
+    }
+    let mut body = vec![0; length];
+    conn.read_exact(&mut body)
+        .map_err(|e| format!("read body: {e}"))?;
+    head.extend_from_slice(&body);
+    Ok(Reply::parse(&head))
+}
+
 /// An HTTP/1.1 request with `connection: close` and a content length.
 pub fn encode_request(
     host: &str,

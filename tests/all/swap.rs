@@ -2,8 +2,8 @@
 //! the server keeps serving; bad ones are rejected and the old version stays.
 //! The `swap-v1` and `swap-v2` test guests answer with `x-version: v1`/`v2`.
 
-use crate::support::{Berth, Logs, Reply, data_dir, request_at, write_file};
-use std::io::{BufRead, BufReader, Read, Write};
+use crate::support::{Berth, Logs, Reply, data_dir, get_kept_alive, request_at, write_file};
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -563,38 +563,8 @@ impl Tally {
 
 /// One `GET /swap` on a kept-alive connection: the status and `x-version`.
 fn get_keep_alive(conn: &mut BufReader<TcpStream>) -> Result<(u16, Option<String>), String> {
-    conn.get_mut()
-        .write_all(b"GET /swap HTTP/1.1\r\nhost: x\r\n\r\n")
-        .map_err(|e| format!("send: {e}"))?;
-    let mut status_line = String::new();
-    conn.read_line(&mut status_line)
-        .map_err(|e| format!("read: {e}"))?;
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
-    let (mut length, mut version) = (0usize, None);
-    loop {
-        let mut line = String::new();
-        conn.read_line(&mut line)
-            .map_err(|e| format!("read: {e}"))?;
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            match name.to_ascii_lowercase().as_str() {
-                "content-length" => length = value.trim().parse().map_err(|_| "bad length")?,
-                "x-version" => version = Some(value.trim().to_string()),
-                _ => {}
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    conn.read_exact(&mut body)
-        .map_err(|e| format!("read body: {e}"))?;
-    Ok((status, version))
+    let reply = get_kept_alive(conn, "/swap")?;
+    Ok((reply.status, reply.header("x-version").map(str::to_string)))
 }
 
 #[test]
